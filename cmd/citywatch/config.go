@@ -1,0 +1,174 @@
+package main
+
+import (
+	"bytes"
+	cryptorand "crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"citywatch/ingest"
+	"citywatch/internal/kafkaio"
+	"citywatch/store"
+	"citywatch/web"
+)
+
+// Config is the whole configuration of one citywatch process: the YAML file
+// named by CITYWATCH_CONFIG (unknown fields rejected), then the environment
+// of CONTRACT.md section 9 on top, then defaults for what is still unset.
+type Config struct {
+	Kafka      kafkaio.Config   `yaml:"kafka"`
+	ClickHouse store.Config     `yaml:"clickhouse"`
+	Ingest     ingest.Config    `yaml:"ingest"`
+	Sink       store.SinkConfig `yaml:"sink"`
+	HTTP       web.Config       `yaml:"http"`
+	// Timezone is the local zone for schedules, display and GA/T 1400
+	// times (CITYWATCH_TZ).
+	Timezone string `yaml:"timezone"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `yaml:"log_level"`
+	// Hotlist and Watchlist are CSV files (CITYWATCH_HOTLIST,
+	// CITYWATCH_WATCHLIST); empty means the built-in samples.
+	Hotlist   string `yaml:"hotlist"`
+	Watchlist string `yaml:"watchlist"`
+
+	// PseudonymKey is the secret for buyer pseudonyms. It comes only from
+	// the environment (CITYWATCH_PSEUDONYM_KEY), never from a file that
+	// might be committed.
+	PseudonymKey []byte `yaml:"-"`
+}
+
+// loadConfig reads the file named by CITYWATCH_CONFIG (if any) and applies
+// the environment. getenv is os.Getenv outside tests.
+func loadConfig(getenv func(string) string) (Config, error) {
+	var c Config
+	if path := getenv("CITYWATCH_CONFIG"); path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return c, fmt.Errorf("cannot read config: %w", err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(data))
+		dec.KnownFields(true)
+		if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) { // an empty file is an empty config
+			return c, fmt.Errorf("cannot parse config %s: %w", path, err)
+		}
+	}
+	if v := getenv("CITYWATCH_KAFKA_BROKERS"); v != "" {
+		c.Kafka.Brokers = splitList(v)
+	}
+	if v := getenv("CITYWATCH_TOPIC_PREFIX"); v != "" {
+		c.Kafka.TopicPrefix = v
+	}
+	if v := getenv("CITYWATCH_CLICKHOUSE_ADDR"); v != "" {
+		c.ClickHouse.Addr = splitList(v)
+	}
+	if v := getenv("CITYWATCH_CLICKHOUSE_DB"); v != "" {
+		c.ClickHouse.Database = v
+	}
+	if v := getenv("CITYWATCH_CLICKHOUSE_USER"); v != "" {
+		c.ClickHouse.User = v
+	}
+	if v := getenv("CITYWATCH_CLICKHOUSE_PASSWORD"); v != "" {
+		c.ClickHouse.Password = v
+	}
+	if v := getenv("CITYWATCH_HTTP_ADDR"); v != "" {
+		c.HTTP.Addr = v
+	}
+	if v := getenv("CITYWATCH_TZ"); v != "" {
+		c.Timezone = v
+	}
+	if v := getenv("CITYWATCH_HOTLIST"); v != "" {
+		c.Hotlist = v
+	}
+	if v := getenv("CITYWATCH_WATCHLIST"); v != "" {
+		c.Watchlist = v
+	}
+	if v := getenv("CITYWATCH_PSEUDONYM_KEY"); v != "" {
+		c.PseudonymKey = []byte(v)
+	}
+	c.setDefaults()
+	return c, nil
+}
+
+func splitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func (c *Config) setDefaults() {
+	c.Kafka.SetDefaults()
+	c.ClickHouse.SetDefaults()
+	c.Ingest.SetDefaults()
+	c.Sink.SetDefaults()
+	c.HTTP.SetDefaults()
+	if c.Timezone == "" {
+		c.Timezone = "Asia/Shanghai"
+	}
+	if c.LogLevel == "" {
+		c.LogLevel = "info"
+	}
+}
+
+// validate checks the parts that the chosen roles use; needKafka is false
+// for the demo, which brings its own broker.
+func (c Config) validate(roles map[string]bool, needKafka bool) error {
+	if needKafka {
+		if err := c.Kafka.Validate(); err != nil {
+			return fmt.Errorf("%w (set CITYWATCH_KAFKA_BROKERS)", err)
+		}
+	}
+	if _, err := time.LoadLocation(c.Timezone); err != nil {
+		return fmt.Errorf("timezone: %w", err)
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("log_level: %q is not debug, info, warn or error", c.LogLevel)
+	}
+	if roles["ingest"] {
+		if err := c.Ingest.Validate(); err != nil {
+			return err
+		}
+		if len(c.PseudonymKey) < 16 {
+			return errors.New("CITYWATCH_PSEUDONYM_KEY: the ingest role needs a secret of at least 16 bytes")
+		}
+	}
+	if roles["sink"] {
+		if err := c.Sink.Validate(); err != nil {
+			return err
+		}
+	}
+	if roles["sink"] || roles["migrate"] {
+		if err := c.ClickHouse.Validate(); err != nil {
+			return err
+		}
+	}
+	if roles["web"] {
+		if err := c.HTTP.Validate(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// randomKey makes a pseudonym key for the demo, which has no secret store.
+func randomKey() []byte {
+	b := make([]byte, 32)
+	if _, err := cryptoRead(b); err != nil {
+		panic(err) // crypto/rand never fails on Linux
+	}
+	return []byte(hex.EncodeToString(b))
+}
+
+var cryptoRead = cryptorand.Read

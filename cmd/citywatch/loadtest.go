@@ -1,0 +1,208 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+
+	"citywatch/ingest"
+	"citywatch/internal/kafkaio"
+	"citywatch/simulators"
+	"citywatch/store"
+)
+
+// cmdLoadtest runs the foundation's chain in one process (embedded broker,
+// ingest, sink) against the configured ClickHouse, offers a steady load of
+// valid events for a while, waits until every one is stored, and prints
+// throughput and latency percentiles.
+func cmdLoadtest(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("loadtest", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	duration := fs.Duration("duration", time.Minute, "how long to offer load")
+	rate := fs.Int("rate", 100_000, "events per second offered (0: as fast as the producers go)")
+	producers := fs.Int("producers", 2, "producing goroutines")
+	drain := fs.Duration("drain", 5*time.Minute, "longest wait for the backlog to be stored after the load stops")
+	keep := fs.Bool("keep", false, "keep the load-test database")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(os.Getenv)
+	if err != nil {
+		return err
+	}
+	cfg.ClickHouse.Database = "citywatch_loadtest_" + strconv.FormatInt(time.Now().Unix(), 10)
+	if len(cfg.PseudonymKey) == 0 {
+		cfg.PseudonymKey = randomKey()
+	}
+	cfg.LogLevel = "warn"
+	log := newLogger(stderr, cfg.LogLevel)
+
+	broker, err := kafkaio.StartEmbedded(cfg.Kafka)
+	if err != nil {
+		return err
+	}
+	defer broker.Close()
+	cfg.Kafka.Brokers = broker.Brokers()
+
+	db, err := store.Open(ctx, cfg.ClickHouse)
+	if err != nil {
+		return fmt.Errorf("cannot reach ClickHouse: %w", err)
+	}
+	defer db.Close()
+	if err := db.Migrate(ctx); err != nil {
+		return err
+	}
+	if !*keep {
+		defer func() {
+			if err := db.DropDatabase(context.WithoutCancel(ctx)); err != nil {
+				log.Warn("cannot drop load-test database", "err", err)
+			}
+		}()
+	}
+
+	reg := prometheus.NewRegistry()
+	km := kafkaio.NewMetrics(reg)
+	w := cfg.Kafka.NewWriter()
+	defer w.Close()
+	in, err := ingest.New(cfg.Ingest, cfg.Kafka, cfg.PseudonymKey, w, reg, km, log)
+	if err != nil {
+		return err
+	}
+	sink, err := store.NewSink(cfg.Sink, cfg.Kafka, db, reg, km, log)
+	if err != nil {
+		return err
+	}
+	var (
+		mu        sync.Mutex
+		latencies []int32 // ms, device time → stored
+		stored    atomic.Int64
+		lastStore atomic.Int64
+	)
+	sink.SetStoredHook(func(times []int64, at time.Time) {
+		ms := at.UnixMilli()
+		mu.Lock()
+		for _, t := range times {
+			latencies = append(latencies, int32(ms-t))
+		}
+		mu.Unlock()
+		stored.Add(int64(len(times)))
+		lastStore.Store(at.UnixNano())
+	})
+
+	rctx, stopRoles := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	var ingestErr, sinkErr error
+	wg.Add(2)
+	go func() { defer wg.Done(); ingestErr = in.Run(rctx) }()
+	go func() { defer wg.Done(); sinkErr = sink.Run(rctx) }()
+
+	fmt.Fprintf(stdout, "loadtest: %d CPUs, GOMAXPROCS %d, rate %d/s for %v, %d producers, ClickHouse %v\n",
+		runtime.NumCPU(), runtime.GOMAXPROCS(0), *rate, *duration, *producers, cfg.ClickHouse.Addr)
+
+	// Producers: each offers rate/producers events per second in 10 ms
+	// steps, writing synchronously (acks from the broker) in batches.
+	start := time.Now()
+	pctx, stopLoad := context.WithTimeout(ctx, *duration)
+	var produced atomic.Int64
+	var pwg sync.WaitGroup
+	var prodErr error
+	var prodOnce sync.Once
+	for p := range *producers {
+		pwg.Add(1)
+		go func() {
+			defer pwg.Done()
+			load := simulators.NewLoad(uint64(p+1), cfg.Kafka.TopicPrefix, fmt.Sprintf("lt%d", p))
+			var msgs []kafka.Message
+			var arena []byte
+			per := float64(*rate) / float64(*producers)
+			sent := 0
+			for pctx.Err() == nil {
+				n := 2000
+				if *rate > 0 {
+					want := int(per * time.Since(start).Seconds())
+					n = min(want-sent, 5000)
+					if n <= 0 {
+						time.Sleep(2 * time.Millisecond)
+						continue
+					}
+				}
+				msgs, arena = load.Append(msgs[:0], arena[:0], time.Now(), n)
+				if err := w.WriteMessages(ctx, msgs...); err != nil {
+					prodOnce.Do(func() { prodErr = err })
+					return
+				}
+				sent += n
+				produced.Add(int64(n))
+			}
+		}()
+	}
+	ticker := time.NewTicker(10 * time.Second)
+	go func() {
+		for {
+			select {
+			case <-pctx.Done():
+				return
+			case <-ticker.C:
+				fmt.Fprintf(stdout, "  %4.0fs: produced %d, stored %d\n", time.Since(start).Seconds(), produced.Load(), stored.Load())
+			}
+		}
+	}()
+	pwg.Wait()
+	stopLoad()
+	ticker.Stop()
+	loadTime := time.Since(start)
+	if prodErr != nil {
+		stopRoles()
+		wg.Wait()
+		return fmt.Errorf("cannot produce: %w", prodErr)
+	}
+	total := produced.Load()
+	fmt.Fprintf(stdout, "load stopped after %v: %d events offered (%.0f/s)\n", loadTime.Round(time.Millisecond), total, float64(total)/loadTime.Seconds())
+
+	deadline := time.Now().Add(*drain)
+	for stored.Load() < total && time.Now().Before(deadline) && ctx.Err() == nil {
+		time.Sleep(100 * time.Millisecond)
+	}
+	stopRoles()
+	wg.Wait()
+	if err := errors.Join(ingestErr, sinkErr); err != nil {
+		return err
+	}
+	allStored := time.Unix(0, lastStore.Load()).Sub(start)
+
+	counts, err := db.CountEvents(context.WithoutCancel(ctx))
+	if err != nil {
+		return err
+	}
+	var inDB uint64
+	for _, n := range counts {
+		inDB += n
+	}
+	slices.Sort(latencies)
+	pct := func(p float64) time.Duration {
+		if len(latencies) == 0 {
+			return 0
+		}
+		return time.Duration(latencies[min(int(p*float64(len(latencies))), len(latencies)-1)]) * time.Millisecond
+	}
+	fmt.Fprintf(stdout, "stored: %d distinct events in ClickHouse of %d offered (%d lost); last stored %v after start\n",
+		inDB, total, total-int64(inDB), allStored.Round(time.Millisecond))
+	fmt.Fprintf(stdout, "throughput: %.0f events/s sustained (offered ÷ time until the last was stored)\n", float64(total)/allStored.Seconds())
+	fmt.Fprintf(stdout, "latency device time → stored in ClickHouse: p50 %v  p90 %v  p99 %v  max %v\n", pct(0.5), pct(0.9), pct(0.99), pct(1))
+	if int64(inDB) != total {
+		return fmt.Errorf("%d events offered but %d stored", total, inDB)
+	}
+	return nil
+}

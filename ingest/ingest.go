@@ -1,0 +1,297 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/golang-lru/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+
+	"citywatch/event"
+	"citywatch/internal/kafkaio"
+)
+
+// Writer is the part of *kafka.Writer that ingest uses: a synchronous
+// write of a batch that returns once every message is acknowledged.
+type Writer interface {
+	WriteMessages(ctx context.Context, msgs ...kafka.Message) error
+}
+
+// Ingest is the ingest role.
+type Ingest struct {
+	cfg     Config
+	kc      kafkaio.Config
+	key     []byte
+	writer  Writer
+	dedupe  *lru.Cache[string, struct{}]
+	metrics *metrics
+	kmet    *kafkaio.Metrics
+	log     *slog.Logger
+	now     func() time.Time
+
+	eventsTopic string
+	dlqTopic    string
+	allowed     map[string]uint32 // full topic name → bit set of event.Type
+	crashHook   func() error
+}
+
+// allowedTypes is which event types each raw topic carries
+// (CONTRACT.md section 1); anything else on a topic is rejected.
+var allowedTypes = map[string][]event.Type{
+	kafkaio.TopicCamera:     {event.TypeCameraDetection, event.TypeCameraHealth, event.TypeDeviceHeartbeat},
+	kafkaio.TopicCheckpoint: {event.TypeCheckpointPass, event.TypeDeviceHeartbeat},
+	kafkaio.TopicFuel:       {event.TypeFuelPurchase, event.TypeDeviceHeartbeat},
+	kafkaio.TopicDrone:      {event.TypeDroneTelemetry, event.TypeDroneDetection},
+	kafkaio.TopicPatrol:     {event.TypePatrolPosition, event.TypePatrolStatus},
+}
+
+// New returns the ingest role. key is the pseudonym secret
+// (CITYWATCH_PSEUDONYM_KEY); w writes the normalised events and DLQ records
+// (nil: a writer built from kc).
+func New(cfg Config, kc kafkaio.Config, key []byte, w Writer, reg prometheus.Registerer, km *kafkaio.Metrics, log *slog.Logger) (*Ingest, error) {
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if _, err := event.NewPseudonymizer(key); err != nil {
+		return nil, fmt.Errorf("cannot use pseudonym key: %w", err)
+	}
+	dedupe, err := lru.New[string, struct{}](cfg.DedupeSize)
+	if err != nil {
+		return nil, fmt.Errorf("cannot make dedupe cache: %w", err)
+	}
+	if w == nil {
+		w = kc.NewWriter()
+	}
+	in := &Ingest{
+		cfg:         cfg,
+		kc:          kc,
+		key:         key,
+		writer:      w,
+		dedupe:      dedupe,
+		metrics:     newMetrics(reg),
+		kmet:        km,
+		log:         log.With("role", "ingest"),
+		now:         time.Now,
+		eventsTopic: kc.Topic(kafkaio.TopicEvents),
+		dlqTopic:    kc.Topic(kafkaio.TopicDLQ),
+		allowed:     map[string]uint32{},
+	}
+	for topic, types := range allowedTypes {
+		var bits uint32
+		for _, t := range types {
+			bits |= 1 << t
+		}
+		in.allowed[kc.Topic(topic)] = bits
+	}
+	in.metrics.dedupeCapacity.Set(float64(cfg.DedupeSize))
+	return in, nil
+}
+
+// Topics returns the full names of the topics ingest consumes.
+func (in *Ingest) Topics() []string { return in.kc.Topics(kafkaio.RawTopics...) }
+
+// Group returns the consumer group.
+func (in *Ingest) Group() string { return in.cfg.Group }
+
+// SetCrashHook makes every worker stop without committing when f returns an
+// error between a durable write and its commit. It is for failure tests.
+func (in *Ingest) SetCrashHook(f func() error) { in.crashHook = f }
+
+// Run consumes the raw topics with cfg.Workers group members until ctx is
+// done. Stopping order: each member stops fetching, flushes and commits its
+// open batch, then Run returns once all have; the writer is the caller's to
+// close afterwards (it may be shared).
+func (in *Ingest) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	errs := make([]error, in.cfg.Workers)
+	for i := range in.cfg.Workers {
+		w, err := in.newWorker()
+		if err != nil {
+			return err
+		}
+		c := kafkaio.NewConsumer(in.kc, kafkaio.ConsumerConfig{
+			Group:   in.cfg.Group,
+			Topics:  in.Topics(),
+			MaxWait: in.cfg.MaxWait,
+		}, w, in.kmet, in.log)
+		if in.crashHook != nil {
+			c.SetBeforeCommit(in.crashHook)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = c.Run(ctx)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// worker is one group member's Handler. It owns its decoder, pseudonymiser
+// and output buffers; out's keys and values point into arena, which is
+// reused only after a successful Flush.
+type worker struct {
+	in    *Ingest
+	dec   event.Decoder
+	ev    event.Event
+	pseud *event.Pseudonymizer
+	out   []kafka.Message
+	arena []byte
+	rej   event.Rejected
+
+	counters map[counterKey]prometheus.Counter
+}
+
+type counterKey struct {
+	topic string
+	kind  uint8 // 0 event, 1 rejected, 2 duplicate
+	t     event.Type
+	code  event.Code
+}
+
+func (in *Ingest) newWorker() (*worker, error) {
+	p, err := event.NewPseudonymizer(in.key)
+	if err != nil {
+		return nil, fmt.Errorf("cannot use pseudonym key: %w", err)
+	}
+	return &worker{
+		in:       in,
+		dec:      event.Decoder{Now: in.now, MaxFuture: in.cfg.MaxFuture, MaxSize: in.cfg.MaxMessageBytes},
+		pseud:    p,
+		out:      make([]kafka.Message, 0, in.cfg.BatchSize),
+		arena:    make([]byte, 0, 512*in.cfg.BatchSize),
+		counters: map[counterKey]prometheus.Counter{},
+	}, nil
+}
+
+func (w *worker) counter(k counterKey) prometheus.Counter {
+	c, ok := w.counters[k]
+	if ok {
+		return c
+	}
+	m := w.in.metrics
+	switch k.kind {
+	case 0:
+		c = m.events.WithLabelValues(k.topic, k.t.String())
+	case 1:
+		c = m.rejected.WithLabelValues(k.topic, string(k.code))
+	default:
+		c = m.duplicates.WithLabelValues(k.topic)
+	}
+	w.counters[k] = c
+	return c
+}
+
+// Add implements kafkaio.Handler.
+func (w *worker) Add(m *kafka.Message) {
+	in := w.in
+	e := &w.ev
+	if err := w.dec.Decode(m.Value, e); err != nil {
+		w.reject(m, err, event.CodeOf(err))
+		return
+	}
+	if in.allowed[m.Topic]&(1<<e.Type) == 0 {
+		w.reject(m, fmt.Errorf("type %s is not carried by topic %s", e.Type, m.Topic), CodeWrongTopic)
+		return
+	}
+	if ok, _ := in.dedupe.ContainsOrAdd(strings.Clone(e.ID), struct{}{}); ok {
+		w.counter(counterKey{topic: m.Topic, kind: 2}).Inc()
+		return
+	}
+	w.pseud.Apply(e)
+	if d := in.now().Sub(e.Time); d >= 0 {
+		in.metrics.delay.Observe(d.Seconds())
+	}
+	start := len(w.arena)
+	w.arena = append(w.arena, e.DeviceID...)
+	keyEnd := len(w.arena)
+	w.arena = event.AppendJSON(w.arena, e)
+	w.out = append(w.out, kafka.Message{
+		Topic: in.eventsTopic,
+		Key:   w.arena[start:keyEnd:keyEnd],
+		Value: w.arena[keyEnd:len(w.arena):len(w.arena)],
+	})
+	w.counter(counterKey{topic: m.Topic, kind: 0, t: e.Type}).Inc()
+}
+
+// CodeWrongTopic rejects an event whose type the topic does not carry.
+const CodeWrongTopic event.Code = "wrong_topic"
+
+// reject turns m into a DLQ record. Personal fields are masked in the
+// payload whatever the topic (a fuel purchase may arrive on the wrong one),
+// and the payload is cut at MaxDLQPayload so that the record itself always
+// fits in a Kafka message.
+func (w *worker) reject(m *kafka.Message, err error, code event.Code) {
+	in := w.in
+	payload := event.RedactPersonal(m.Value)
+	msg := err.Error()
+	if len(payload) > in.cfg.MaxDLQPayload {
+		msg = fmt.Sprintf("%s (payload cut to %d of %d bytes)", msg, in.cfg.MaxDLQPayload, len(payload))
+		payload = payload[:in.cfg.MaxDLQPayload]
+		// A cut may split an ID number; redact the cut again.
+		payload = event.RedactPersonal(payload)
+	}
+	w.rej = event.Rejected{
+		Topic:      m.Topic,
+		Partition:  m.Partition,
+		Offset:     m.Offset,
+		Key:        m.Key,
+		Error:      msg,
+		Code:       code,
+		ReceivedAt: in.now().UTC(),
+		Payload:    payload,
+	}
+	start := len(w.arena)
+	w.arena = append(w.arena, m.Key...)
+	keyEnd := len(w.arena)
+	w.arena = event.AppendRejectedJSON(w.arena, &w.rej)
+	var key []byte
+	if len(m.Key) > 0 {
+		key = w.arena[start:keyEnd:keyEnd]
+	}
+	w.out = append(w.out, kafka.Message{
+		Topic: in.dlqTopic,
+		Key:   key,
+		Value: w.arena[keyEnd:len(w.arena):len(w.arena)],
+	})
+	w.counter(counterKey{topic: m.Topic, kind: 1, code: code}).Inc()
+	in.log.Debug("rejected input", "topic", m.Topic, "partition", m.Partition, "offset", m.Offset, "code", code)
+}
+
+// Full implements kafkaio.Handler.
+func (w *worker) Full() bool { return len(w.out) >= w.in.cfg.BatchSize }
+
+// Flush implements kafkaio.Handler: it writes the batch's events and DLQ
+// records and returns once Kafka has acknowledged all of them.
+func (w *worker) Flush(ctx context.Context) error {
+	if len(w.out) > 0 {
+		start := time.Now()
+		if err := w.in.writer.WriteMessages(ctx, w.out...); err != nil {
+			w.in.kmet.ProduceError(w.in.eventsTopic)
+			return fmt.Errorf("cannot write normalised events: %w", err)
+		}
+		w.in.metrics.writeSeconds.Observe(time.Since(start).Seconds())
+		var dlq int
+		for i := range w.out {
+			if w.out[i].Topic == w.in.dlqTopic {
+				dlq++
+			}
+		}
+		w.in.kmet.Produced(w.in.eventsTopic, len(w.out)-dlq)
+		if dlq > 0 {
+			w.in.kmet.Produced(w.in.dlqTopic, dlq)
+		}
+	}
+	clear(w.out) // drop references into arena
+	w.out = w.out[:0]
+	w.arena = w.arena[:0]
+	w.in.metrics.dedupeEntries.Set(float64(w.in.dedupe.Len()))
+	return nil
+}

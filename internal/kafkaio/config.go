@@ -1,0 +1,214 @@
+// Package kafkaio is citywatch's Kafka wiring: topic names, the reader and
+// writer settings that kafka-go would otherwise default badly, topic
+// creation, a batching consumer loop that commits only after its batch is
+// durable, and a lag monitor for consumer groups.
+//
+// Every role that touches Kafka builds its readers and writers here, so that
+// the settings that matter for latency and durability live in one place.
+package kafkaio
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// Topic names without the prefix (CONTRACT.md section 1).
+const (
+	TopicCamera     = "camera"
+	TopicCheckpoint = "checkpoint"
+	TopicFuel       = "fuel"
+	TopicDrone      = "drone"
+	TopicPatrol     = "patrol"
+	TopicAlerts     = "alerts"
+	TopicDispatches = "dispatches"
+	TopicDLQ        = "dlq"
+	// TopicEvents carries normalised, pseudonymised events from ingest to
+	// the later stages, keyed by device_id.
+	TopicEvents = "internal.events"
+)
+
+// RawTopics are the input topics that field devices write.
+var RawTopics = []string{TopicCamera, TopicCheckpoint, TopicFuel, TopicDrone, TopicPatrol}
+
+// Config is how citywatch reaches Kafka and how its clients behave.
+type Config struct {
+	// Brokers are the bootstrap brokers (CITYWATCH_KAFKA_BROKERS).
+	Brokers []string `yaml:"brokers"`
+	// TopicPrefix is prepended to every topic name (CITYWATCH_TOPIC_PREFIX).
+	TopicPrefix string `yaml:"topic_prefix"`
+	// Partitions is the partition count for topics citywatch creates.
+	Partitions int `yaml:"partitions"`
+	// ReplicationFactor is the replication factor for topics citywatch creates.
+	ReplicationFactor int `yaml:"replication_factor"`
+
+	// Reader settings.
+	MinBytes          int           `yaml:"min_bytes"`
+	MaxBytes          int           `yaml:"max_bytes"`
+	MaxWait           time.Duration `yaml:"max_wait"`
+	QueueCapacity     int           `yaml:"queue_capacity"`
+	SessionTimeout    time.Duration `yaml:"session_timeout"`
+	HeartbeatInterval time.Duration `yaml:"heartbeat_interval"`
+	RebalanceTimeout  time.Duration `yaml:"rebalance_timeout"`
+
+	// Writer settings.
+	BatchSize    int           `yaml:"batch_size"`
+	BatchBytes   int64         `yaml:"batch_bytes"`
+	BatchTimeout time.Duration `yaml:"batch_timeout"`
+	WriteTimeout time.Duration `yaml:"write_timeout"`
+	MaxAttempts  int           `yaml:"max_attempts"`
+}
+
+// SetDefaults fills every zero field with its default. The defaults are
+// chosen for latency and durability, not kafka-go's: a writer waits at most
+// 2 ms to fill a batch (not 1 s) and waits for all in-sync replicas (not
+// none); readers commit explicitly (see Consumer).
+func (c *Config) SetDefaults() {
+	if c.TopicPrefix == "" {
+		c.TopicPrefix = "citywatch."
+	}
+	if c.Partitions == 0 {
+		c.Partitions = 8
+	}
+	if c.ReplicationFactor == 0 {
+		c.ReplicationFactor = 1
+	}
+	if c.MinBytes == 0 {
+		c.MinBytes = 1
+	}
+	if c.MaxBytes == 0 {
+		c.MaxBytes = 16 << 20
+	}
+	if c.MaxWait == 0 {
+		c.MaxWait = 100 * time.Millisecond
+	}
+	if c.QueueCapacity == 0 {
+		c.QueueCapacity = 1024
+	}
+	if c.SessionTimeout == 0 {
+		c.SessionTimeout = 30 * time.Second
+	}
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = 3 * time.Second
+	}
+	if c.RebalanceTimeout == 0 {
+		c.RebalanceTimeout = 30 * time.Second
+	}
+	if c.BatchSize == 0 {
+		c.BatchSize = 2000
+	}
+	if c.BatchBytes == 0 {
+		c.BatchBytes = 4 << 20
+	}
+	if c.BatchTimeout == 0 {
+		c.BatchTimeout = 2 * time.Millisecond
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = 10 * time.Second
+	}
+	if c.MaxAttempts == 0 {
+		c.MaxAttempts = 5
+	}
+}
+
+// Validate reports the first field that is not usable.
+func (c Config) Validate() error {
+	switch {
+	case len(c.Brokers) == 0:
+		return errors.New("kafka.brokers: at least one broker is needed")
+	case c.Partitions < 1:
+		return fmt.Errorf("kafka.partitions: must be ≥ 1, got %d", c.Partitions)
+	case c.ReplicationFactor < 1:
+		return fmt.Errorf("kafka.replication_factor: must be ≥ 1, got %d", c.ReplicationFactor)
+	case c.MinBytes < 1 || c.MaxBytes < c.MinBytes:
+		return fmt.Errorf("kafka.max_bytes: must be ≥ min_bytes ≥ 1, got %d and %d", c.MaxBytes, c.MinBytes)
+	case c.MaxWait <= 0:
+		return errors.New("kafka.max_wait: must be positive")
+	case c.QueueCapacity < 1:
+		return errors.New("kafka.queue_capacity: must be ≥ 1")
+	case c.BatchSize < 1:
+		return errors.New("kafka.batch_size: must be ≥ 1")
+	case c.BatchTimeout <= 0:
+		return errors.New("kafka.batch_timeout: must be positive")
+	case c.MaxAttempts < 1:
+		return errors.New("kafka.max_attempts: must be ≥ 1")
+	}
+	for _, b := range c.Brokers {
+		if strings.TrimSpace(b) == "" || !strings.Contains(b, ":") {
+			return fmt.Errorf("kafka.brokers: %q is not host:port", b)
+		}
+	}
+	return nil
+}
+
+// Topic returns the full name of topic name (for example "camera" →
+// "citywatch.camera").
+func (c Config) Topic(name string) string { return c.TopicPrefix + name }
+
+// Topics returns the full names of names.
+func (c Config) Topics(names ...string) []string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = c.Topic(n)
+	}
+	return out
+}
+
+// NewReader returns a consumer-group reader of topics with every setting
+// explicit. CommitInterval is 0, so CommitMessages commits synchronously:
+// callers commit once per batch, after the batch's effect is durable, and
+// never use ReadMessage (which would commit before processing).
+func (c Config) NewReader(group string, topics []string) *kafka.Reader {
+	return kafka.NewReader(kafka.ReaderConfig{
+		Brokers:                c.Brokers,
+		GroupID:                group,
+		GroupTopics:            topics,
+		QueueCapacity:          c.QueueCapacity,
+		MinBytes:               c.MinBytes,
+		MaxBytes:               c.MaxBytes,
+		MaxWait:                c.MaxWait,
+		ReadBatchTimeout:       10 * time.Second,
+		ReadLagInterval:        -1, // group lag is measured by LagMonitor
+		HeartbeatInterval:      c.HeartbeatInterval,
+		CommitInterval:         0,
+		PartitionWatchInterval: 5 * time.Second,
+		WatchPartitionChanges:  true,
+		SessionTimeout:         c.SessionTimeout,
+		RebalanceTimeout:       c.RebalanceTimeout,
+		JoinGroupBackoff:       time.Second,
+		StartOffset:            kafka.FirstOffset, // a new group must not skip what is already there
+		ReadBackoffMin:         50 * time.Millisecond,
+		ReadBackoffMax:         time.Second,
+		IsolationLevel:         kafka.ReadCommitted,
+		MaxAttempts:            c.MaxAttempts,
+	})
+}
+
+// NewWriter returns a synchronous writer that takes the topic from each
+// message, partitions by key the way the Java client does (murmur2), waits
+// for all in-sync replicas, and sends a batch after at most BatchTimeout.
+func (c Config) NewWriter() *kafka.Writer {
+	return &kafka.Writer{
+		Addr:            kafka.TCP(c.Brokers...),
+		Balancer:        &kafka.Murmur2Balancer{},
+		MaxAttempts:     c.MaxAttempts,
+		WriteBackoffMin: 50 * time.Millisecond,
+		WriteBackoffMax: time.Second,
+		BatchSize:       c.BatchSize,
+		BatchBytes:      c.BatchBytes,
+		BatchTimeout:    c.BatchTimeout,
+		ReadTimeout:     c.WriteTimeout,
+		WriteTimeout:    c.WriteTimeout,
+		RequiredAcks:    kafka.RequireAll,
+		Async:           false,
+		Compression:     kafka.Lz4,
+	}
+}
+
+// Client returns an admin client for the brokers.
+func (c Config) Client() *kafka.Client {
+	return &kafka.Client{Addr: kafka.TCP(c.Brokers...), Timeout: 10 * time.Second}
+}

@@ -1,0 +1,34 @@
+package kafkaio
+
+import (
+	"fmt"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+)
+
+// Embedded is an in-process broker speaking the real Kafka protocol, for
+// the demo and the tests. Production uses Apache Kafka.
+type Embedded struct {
+	cluster *kfake.Cluster
+}
+
+// StartEmbedded starts an in-process broker on a loopback port with every
+// citywatch topic (full names from c) created with c.Partitions partitions.
+func StartEmbedded(c Config) (*Embedded, error) {
+	topics := c.Topics(AllTopics...)
+	cl, err := kfake.NewCluster(
+		kfake.NumBrokers(1),
+		kfake.SeedTopics(int32(c.Partitions), topics...),
+		kfake.AllowAutoTopicCreation(),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("cannot start embedded broker: %w", err)
+	}
+	return &Embedded{cluster: cl}, nil
+}
+
+// Brokers returns the broker addresses.
+func (e *Embedded) Brokers() []string { return e.cluster.ListenAddrs() }
+
+// Close stops the broker.
+func (e *Embedded) Close() { e.cluster.Close() }

@@ -1,0 +1,235 @@
+package store
+
+// The schema runs unchanged on the ClickHouse that Debian ships (18.16) and
+// on current releases, so it avoids LowCardinality, TTL, DateTime64, CODEC,
+// Map and Nullable. Instants are a DateTime('UTC') column of seconds plus a
+// UInt16 column of milliseconds within that second ("time" and "time_ms").
+//
+// Partitioning. Every data table is partitioned by the UTC day of the
+// event's (or message's) own time, toYYYYMMDD(...), so partition ids read
+// like 20261126 and ApplyRetention drops whole days per data class, which
+// costs nothing compared with deleting rows.
+//
+// Deduplication. Every data table is a ReplacingMergeTree: rows whose
+// sorting key (ORDER BY) is equal collapse into one, within one partition,
+// when ClickHouse merges parts, and at once for queries that read with
+// FINAL. The sink consumes Kafka at least once, so after a crash the same
+// events are inserted again; the sorting key of each table is therefore
+// chosen so that two copies of one event (or message) have equal keys and
+// two different ones never do:
+//
+//   - events and device_health: ORDER BY (type, toStartOfHour(time),
+//     device_id, id). The id alone decides identity (CONTRACT.md: two
+//     messages with the same id are one event); type, hour and device are
+//     the same for every copy of one event, and putting them first serves
+//     the trend queries (one type over a time range), lets the primary key
+//     skip by time (toStartOfHour is monotonic, so conditions on time use
+//     the key) and keeps each device's rows together, which compresses its
+//     fixed position and attributes to almost nothing. The exact time is
+//     left out of the key on purpose: a resend whose clock moved by some
+//     milliseconds still collapses as long as it stays in the same hour.
+//   - fuel_purchases: ORDER BY (toStartOfHour(time), station_id, id), for
+//     the same reasons; it has only one type.
+//   - rejected: ORDER BY (topic, partition, offset): a Kafka position is
+//     rejected once, whatever the time it was received.
+//   - alerts: ORDER BY (rule, id, raised_at, raised_at_ms, status): every
+//     lifecycle message of an alert is a row; one message is the alert id,
+//     its status and the instant it was emitted (to the millisecond, so that
+//     two updates within a second stay two rows). The rule comes first
+//     because analysts group by rule, and it is fixed for an id.
+//   - dispatches: ORDER BY (alert_id, id, time, time_ms, status): every state
+//     change of a dispatch, grouped by alert for response-time reports.
+//   - audit: ORDER BY (time, time_ms, who, action, object): an audit entry
+//     has no id; the same person doing the same thing to the same object in
+//     the same millisecond is one entry submitted twice.
+//
+// The version column of ReplacingMergeTree is ingested_at (received_at for
+// rejected input): among copies the most recently stored one is kept, and
+// copies differ in nothing else that a query reads.
+//
+// Columns of types an event does not have hold zero values (empty strings,
+// zeros); attrs holds the unknown fields of the message as a JSON object, or
+// is empty.
+
+// Table names, in the database of Config.
+const (
+	tableMigrations = "schema_migrations"
+	tableEvents     = "events"
+	tableFuel       = "fuel_purchases"
+	tableHealth     = "device_health"
+	tableRejected   = "rejected"
+	tableAlerts     = "alerts"
+	tableDispatches = "dispatches"
+	tableAudit      = "audit"
+)
+
+// migration is one numbered step of the schema. Its statements are run in
+// order with {db} replaced by the quoted database name; every statement must
+// be harmless when run again (CREATE ... IF NOT EXISTS), because a migration
+// that failed half-way is run again from its first statement, and two
+// processes may migrate at the same time. A migration, once released, is
+// never edited: changes are new migrations.
+type migration struct {
+	version int
+	name    string
+	stmts   []string
+}
+
+// migrations is the schema history, in version order.
+var migrations = []migration{
+	{
+		version: 1,
+		name:    "initial schema",
+		stmts: []string{
+			`CREATE TABLE IF NOT EXISTS {db}.events (
+				id            String,
+				type          String,
+				device_id     String,
+				time          DateTime('UTC'),
+				time_ms       UInt16,
+				lat           Float64,
+				lon           Float64,
+				camera_class  String,
+				object        String,
+				behavior      String,
+				count         UInt32,
+				track_id      String,
+				alt_m         Float64,
+				plate         String,
+				plate_valid   UInt8,
+				plate_color   String,
+				confidence    Float64,
+				status        String,
+				lane          UInt16,
+				vehicle_type  String,
+				vehicle_color String,
+				speed_kmh     Float64,
+				heading_deg   Float64,
+				has_heading   UInt8,
+				mission_id    String,
+				speed_ms      Float64,
+				battery_pct   Float64,
+				dispatch_id   String,
+				attrs         String,
+				ingested_at   DateTime('UTC')
+			) ENGINE = ReplacingMergeTree(ingested_at)
+			PARTITION BY toYYYYMMDD(time)
+			ORDER BY (type, toStartOfHour(time), device_id, id)`,
+
+			`CREATE TABLE IF NOT EXISTS {db}.fuel_purchases (
+				id                String,
+				device_id         String,
+				time              DateTime('UTC'),
+				time_ms           UInt16,
+				lat               Float64,
+				lon               Float64,
+				station_id        String,
+				buyer_pseudonym   String,
+				buyer_id_masked   String,
+				buyer_name_masked String,
+				plate             String,
+				plate_valid       UInt8,
+				plate_color       String,
+				fuel              String,
+				container         String,
+				volume_l          Float64,
+				permit_no         String,
+				attrs             String,
+				ingested_at       DateTime('UTC')
+			) ENGINE = ReplacingMergeTree(ingested_at)
+			PARTITION BY toYYYYMMDD(time)
+			ORDER BY (toStartOfHour(time), station_id, id)`,
+
+			`CREATE TABLE IF NOT EXISTS {db}.device_health (
+				id          String,
+				type        String,
+				device_id   String,
+				time        DateTime('UTC'),
+				time_ms     UInt16,
+				lat         Float64,
+				lon         Float64,
+				status      String,
+				detail      String,
+				attrs       String,
+				ingested_at DateTime('UTC')
+			) ENGINE = ReplacingMergeTree(ingested_at)
+			PARTITION BY toYYYYMMDD(time)
+			ORDER BY (type, toStartOfHour(time), device_id, id)`,
+
+			"CREATE TABLE IF NOT EXISTS {db}.rejected (" + `
+				topic       String,
+				` + "`partition`" + ` Int32,
+				` + "`offset`" + `    Int64,
+				key         String,
+				error       String,
+				code        String,
+				received_at DateTime('UTC'),
+				payload     String
+			) ENGINE = ReplacingMergeTree(received_at)
+			PARTITION BY toYYYYMMDD(received_at)
+			ORDER BY (topic, ` + "`partition`, `offset`)",
+
+			`CREATE TABLE IF NOT EXISTS {db}.alerts (
+				id            String,
+				rule          String,
+				severity      String,
+				status        String,
+				subject_kind  String,
+				subject_id    String,
+				event_time    DateTime('UTC'),
+				event_time_ms UInt16,
+				raised_at     DateTime('UTC'),
+				raised_at_ms  UInt16,
+				lat           Float64,
+				lon           Float64,
+				district      String,
+				circle_id     String,
+				tier_minutes  UInt8,
+				evidence      Array(String),
+				summary       String,
+				details       String,
+				ingested_at   DateTime('UTC')
+			) ENGINE = ReplacingMergeTree(ingested_at)
+			PARTITION BY toYYYYMMDD(raised_at)
+			ORDER BY (rule, id, raised_at, raised_at_ms, status)`,
+
+			`CREATE TABLE IF NOT EXISTS {db}.dispatches (
+				id           String,
+				alert_id     String,
+				unit_id      String,
+				status       String,
+				time         DateTime('UTC'),
+				time_ms      UInt16,
+				eta_s        Float64,
+				distance_m   Float64,
+				circle_id    String,
+				tier_minutes UInt8,
+				ingested_at  DateTime('UTC')
+			) ENGINE = ReplacingMergeTree(ingested_at)
+			PARTITION BY toYYYYMMDD(time)
+			ORDER BY (alert_id, id, time, time_ms, status)`,
+
+			`CREATE TABLE IF NOT EXISTS {db}.audit (
+				time        DateTime('UTC'),
+				time_ms     UInt16,
+				who         String,
+				action      String,
+				object      String,
+				details     String,
+				ingested_at DateTime('UTC')
+			) ENGINE = ReplacingMergeTree(ingested_at)
+			PARTITION BY toYYYYMMDD(time)
+			ORDER BY (time, time_ms, who, action, object)`,
+		},
+	},
+}
+
+// migrationsTable is created before any migration runs, so it is not a
+// migration itself. It is a ReplacingMergeTree on the version so that two
+// processes recording the same migration leave one row.
+const migrationsTable = `CREATE TABLE IF NOT EXISTS {db}.schema_migrations (
+	version    UInt32,
+	name       String,
+	applied_at DateTime('UTC')
+) ENGINE = ReplacingMergeTree(applied_at)
+ORDER BY version`
