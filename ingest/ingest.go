@@ -53,7 +53,8 @@ var allowedTypes = map[string][]event.Type{
 
 // New returns the ingest role. key is the pseudonym secret
 // (CITYWATCH_PSEUDONYM_KEY); w writes the normalised events and DLQ records
-// (nil: a writer built from kc).
+// (nil: each worker builds its own from kc and closes it when it stops, so
+// that workers do not queue behind one another's batches).
 func New(cfg Config, kc kafkaio.Config, key []byte, w Writer, reg prometheus.Registerer, km *kafkaio.Metrics, log *slog.Logger) (*Ingest, error) {
 	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -65,9 +66,6 @@ func New(cfg Config, kc kafkaio.Config, key []byte, w Writer, reg prometheus.Reg
 	dedupe, err := lru.New[string, struct{}](cfg.DedupeSize)
 	if err != nil {
 		return nil, fmt.Errorf("cannot make dedupe cache: %w", err)
-	}
-	if w == nil {
-		w = kc.NewWriter()
 	}
 	in := &Ingest{
 		cfg:         cfg,
@@ -106,28 +104,47 @@ func (in *Ingest) SetCrashHook(f func() error) { in.crashHook = f }
 
 // Run consumes the raw topics with cfg.Workers group members until ctx is
 // done. Stopping order: each member stops fetching, flushes and commits its
-// open batch, then Run returns once all have; the writer is the caller's to
-// close afterwards (it may be shared).
+// open batch, then Run returns once all have and their own writers are
+// closed; a writer given to New is the caller's to close afterwards.
 func (in *Ingest) Run(ctx context.Context) error {
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
 	var wg sync.WaitGroup
 	errs := make([]error, in.cfg.Workers)
 	for i := range in.cfg.Workers {
-		w, err := in.newWorker()
-		if err != nil {
-			return err
+		// Two handlers: one decodes while the other's batch is written.
+		var hs [2]*worker
+		for j := range hs {
+			w, err := in.newWorker()
+			if err != nil {
+				return err
+			}
+			hs[j] = w
+		}
+		var own *kafka.Writer
+		if in.writer == nil {
+			own = in.kc.NewWriter()
+			hs[0].writer, hs[1].writer = own, own
 		}
 		c := kafkaio.NewConsumer(in.kc, kafkaio.ConsumerConfig{
 			Group:   in.cfg.Group,
 			Topics:  in.Topics(),
 			MaxWait: in.cfg.MaxWait,
-		}, w, in.kmet, in.log)
+		}, in.kmet, in.log, hs[0], hs[1])
 		if in.crashHook != nil {
 			c.SetBeforeCommit(in.crashHook)
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = c.Run(ctx)
+			if errs[i] = c.Run(ctx); errs[i] != nil {
+				stop() // one member down: stop the others rather than run short-handed
+			}
+			if own != nil {
+				if err := own.Close(); err != nil {
+					in.log.Warn("cannot close writer", "err", err)
+				}
+			}
 		}()
 	}
 	wg.Wait()
@@ -138,13 +155,14 @@ func (in *Ingest) Run(ctx context.Context) error {
 // and output buffers; out's keys and values point into arena, which is
 // reused only after a successful Flush.
 type worker struct {
-	in    *Ingest
-	dec   event.Decoder
-	ev    event.Event
-	pseud *event.Pseudonymizer
-	out   []kafka.Message
-	arena []byte
-	rej   event.Rejected
+	in     *Ingest
+	writer Writer
+	dec    event.Decoder
+	ev     event.Event
+	pseud  *event.Pseudonymizer
+	out    []kafka.Message
+	arena  []byte
+	rej    event.Rejected
 
 	counters map[counterKey]prometheus.Counter
 }
@@ -163,6 +181,7 @@ func (in *Ingest) newWorker() (*worker, error) {
 	}
 	return &worker{
 		in:       in,
+		writer:   in.writer,
 		dec:      event.Decoder{Now: in.now, MaxFuture: in.cfg.MaxFuture, MaxSize: in.cfg.MaxMessageBytes},
 		pseud:    p,
 		out:      make([]kafka.Message, 0, in.cfg.BatchSize),
@@ -273,7 +292,7 @@ func (w *worker) Full() bool { return len(w.out) >= w.in.cfg.BatchSize }
 func (w *worker) Flush(ctx context.Context) error {
 	if len(w.out) > 0 {
 		start := time.Now()
-		if err := w.in.writer.WriteMessages(ctx, w.out...); err != nil {
+		if err := w.writer.WriteMessages(ctx, w.out...); err != nil {
 			w.in.kmet.ProduceError(w.in.eventsTopic)
 			return fmt.Errorf("cannot write normalised events: %w", err)
 		}

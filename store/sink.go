@@ -26,6 +26,10 @@ type SinkConfig struct {
 	MaxWait   time.Duration `yaml:"max_wait"`
 	// InsertTimeout bounds one insert attempt.
 	InsertTimeout time.Duration `yaml:"insert_timeout"`
+	// Workers is the number of group members in this process; each fills
+	// and inserts its own batches, so that one batch is decoded while
+	// another is being inserted.
+	Workers int `yaml:"workers"`
 	// RetentionInterval is how often old partitions are dropped.
 	RetentionInterval time.Duration `yaml:"retention_interval"`
 }
@@ -47,6 +51,9 @@ func (c *SinkConfig) SetDefaults() {
 	if c.RetentionInterval == 0 {
 		c.RetentionInterval = time.Hour
 	}
+	if c.Workers == 0 {
+		c.Workers = 2
+	}
 }
 
 // Validate names the first field that is not usable.
@@ -62,6 +69,8 @@ func (c SinkConfig) Validate() error {
 		return errors.New("sink.insert_timeout: must be positive")
 	case c.RetentionInterval <= 0:
 		return errors.New("sink.retention_interval: must be positive")
+	case c.Workers < 1 || c.Workers > 64:
+		return fmt.Errorf("sink.workers: must be 1–64, got %d", c.Workers)
 	}
 	return nil
 }
@@ -124,20 +133,6 @@ func (s *Sink) SetStoredHook(f func(eventTimesMs []int64, at time.Time)) { s.sto
 // commit the open batch (bounded by the consumer's shutdown timeout), stop
 // the retention loop, return.
 func (s *Sink) Run(ctx context.Context) error {
-	h := &sinkHandler{s: s, batch: NewBatch()}
-	c := kafkaio.NewConsumer(s.kc, kafkaio.ConsumerConfig{
-		Group:   s.cfg.Group,
-		Topics:  s.Topics(),
-		MaxWait: s.cfg.MaxWait,
-		// A database outage is retried for as long as it lasts; the
-		// batch stays in memory and fetching stops behind it.
-		BackoffMin: 200 * time.Millisecond,
-		BackoffMax: 15 * time.Second,
-		Buffer:     s.cfg.BatchRows,
-	}, h, s.kmet, s.log)
-	if s.crashHook != nil {
-		c.SetBeforeCommit(s.crashHook)
-	}
 	rctx, stopRetention := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -145,10 +140,38 @@ func (s *Sink) Run(ctx context.Context) error {
 		defer wg.Done()
 		s.retentionLoop(rctx)
 	}()
-	err := c.Run(ctx)
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	errs := make([]error, s.cfg.Workers)
+	var members sync.WaitGroup
+	for i := range s.cfg.Workers {
+		c := kafkaio.NewConsumer(s.kc, kafkaio.ConsumerConfig{
+			Group:   s.cfg.Group,
+			Topics:  s.Topics(),
+			MaxWait: s.cfg.MaxWait,
+			// A database outage is retried for as long as it lasts; the
+			// batch stays in memory and fetching stops behind it.
+			BackoffMin: 200 * time.Millisecond,
+			BackoffMax: 15 * time.Second,
+			Buffer:     s.cfg.BatchRows,
+		}, s.kmet, s.log,
+			// Two batches: one fills while the other is inserted.
+			&sinkHandler{s: s, batch: NewBatch()}, &sinkHandler{s: s, batch: NewBatch()})
+		if s.crashHook != nil {
+			c.SetBeforeCommit(s.crashHook)
+		}
+		members.Add(1)
+		go func() {
+			defer members.Done()
+			if errs[i] = c.Run(ctx); errs[i] != nil {
+				stop() // one member down: stop the others rather than run short-handed
+			}
+		}()
+	}
+	members.Wait()
 	stopRetention()
 	wg.Wait()
-	return err
+	return errors.Join(errs...)
 }
 
 func (s *Sink) retentionLoop(ctx context.Context) {

@@ -8,8 +8,10 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,12 +37,24 @@ func cmdLoadtest(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	producers := fs.Int("producers", 2, "producing goroutines")
 	drain := fs.Duration("drain", 5*time.Minute, "longest wait for the backlog to be stored after the load stops")
 	keep := fs.Bool("keep", false, "keep the load-test database")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	cfg, err := loadConfig(os.Getenv)
 	if err != nil {
 		return err
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return fmt.Errorf("cannot create profile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("cannot start profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	cfg.ClickHouse.Database = "citywatch_loadtest_" + strconv.FormatInt(time.Now().Unix(), 10)
 	if len(cfg.PseudonymKey) == 0 {
@@ -76,7 +90,7 @@ func cmdLoadtest(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	km := kafkaio.NewMetrics(reg)
 	w := cfg.Kafka.NewWriter()
 	defer w.Close()
-	in, err := ingest.New(cfg.Ingest, cfg.Kafka, cfg.PseudonymKey, w, reg, km, log)
+	in, err := ingest.New(cfg.Ingest, cfg.Kafka, cfg.PseudonymKey, nil, reg, km, log)
 	if err != nil {
 		return err
 	}
@@ -148,14 +162,14 @@ func cmdLoadtest(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			}
 		}()
 	}
-	ticker := time.NewTicker(10 * time.Second)
+	ticker := time.NewTicker(5 * time.Second)
 	go func() {
 		for {
 			select {
 			case <-pctx.Done():
 				return
 			case <-ticker.C:
-				fmt.Fprintf(stdout, "  %4.0fs: produced %d, stored %d\n", time.Since(start).Seconds(), produced.Load(), stored.Load())
+				fmt.Fprintf(stdout, "  %4.0fs: produced %d, ingested %.0f, stored %d\n", time.Since(start).Seconds(), produced.Load(), sumCounter(reg, "citywatch_ingest_events_total"), stored.Load())
 			}
 		}
 	}()
@@ -201,8 +215,55 @@ func cmdLoadtest(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		inDB, total, total-int64(inDB), allStored.Round(time.Millisecond))
 	fmt.Fprintf(stdout, "throughput: %.0f events/s sustained (offered ÷ time until the last was stored)\n", float64(total)/allStored.Seconds())
 	fmt.Fprintf(stdout, "latency device time → stored in ClickHouse: p50 %v  p90 %v  p99 %v  max %v\n", pct(0.5), pct(0.9), pct(0.99), pct(1))
+	for _, h := range []string{"citywatch_kafka_batch_messages", "citywatch_kafka_flush_seconds", "citywatch_kafka_commit_seconds"} {
+		for group, mean := range histogramMeans(reg, h) {
+			fmt.Fprintf(stdout, "  mean %s{%s}: %.4g\n", h, group, mean)
+		}
+	}
 	if int64(inDB) != total {
 		return fmt.Errorf("%d events offered but %d stored", total, inDB)
 	}
 	return nil
+}
+
+// sumCounter adds up every series of the counter called name in reg.
+func sumCounter(reg *prometheus.Registry, name string) float64 {
+	mfs, err := reg.Gather()
+	if err != nil {
+		return 0
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
+}
+
+// histogramMeans returns the mean of each series of histogram name in reg,
+// by its label values.
+func histogramMeans(reg *prometheus.Registry, name string) map[string]float64 {
+	out := map[string]float64{}
+	mfs, err := reg.Gather()
+	if err != nil {
+		return out
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			var labels []string
+			for _, l := range m.GetLabel() {
+				labels = append(labels, l.GetName()+"="+l.GetValue())
+			}
+			if h := m.GetHistogram(); h.GetSampleCount() > 0 {
+				out[strings.Join(labels, ",")] = h.GetSampleSum() / float64(h.GetSampleCount())
+			}
+		}
+	}
+	return out
 }

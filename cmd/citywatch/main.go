@@ -27,9 +27,9 @@ func init() {
 		{"demo", "[--rate N] [--no-sink]", "the whole system in one process: embedded Kafka-protocol broker, simulated devices, every role, web UI on :8080", cmdDemo},
 		{"run", "--roles ingest,rules,dispatch,sink,web [--check-config]", "the chosen roles against an external Kafka cluster and ClickHouse", cmdRun},
 		{"gateway", "", "the RTP and GA/T 1400 gateway", notBuilt("gateway", "the RTP and GA/T 1400 gateway")},
-		{"sim", "", "the simulators against a Kafka cluster, optionally with a scenario of planted incidents", notBuilt("sim", "the city simulators")},
+		{"sim", "[--scale F] [--rate F] [--duration D] [--speedup F] [--seed N] [--scenario FILE] [--truth FILE]", "the simulators against a Kafka cluster, optionally with a scenario of planted incidents", cmdSim},
 		{"migrate", "[--check-config]", "create or upgrade the ClickHouse schema", cmdMigrate},
-		{"rules", "test FILE…", "run rule test files (events in, expected alerts out)", notBuilt("rules", "the rule engine")},
+		{"rules", "test FILE…", "run rule test files (events in, expected alerts out)", cmdRules},
 		{"loadtest", "[--duration D] [--rate N]", "end-to-end load run: broker in process, ingest and sink into ClickHouse; prints throughput and latency", cmdLoadtest},
 		{"help", "", "this list", nil},
 	}
@@ -65,7 +65,7 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, "citywatch: real-time public-security stream processor")
 	fmt.Fprintln(w, "\nUsage: citywatch COMMAND [flags]\n\nCommands:")
 	for _, c := range commands {
-		fmt.Fprintf(w, "  %-9s %-44s %s\n", c.name, c.args, c.summary)
+		fmt.Fprintf(w, "  citywatch %s %s\n      %s\n", c.name, c.args, c.summary)
 	}
 	fmt.Fprintln(w, "\nEnvironment: CITYWATCH_KAFKA_BROKERS, CITYWATCH_CLICKHOUSE_ADDR, CITYWATCH_CLICKHOUSE_DB,")
 	fmt.Fprintln(w, "CITYWATCH_CLICKHOUSE_USER, CITYWATCH_CLICKHOUSE_PASSWORD, CITYWATCH_HTTP_ADDR, CITYWATCH_CONFIG,")

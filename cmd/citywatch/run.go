@@ -89,10 +89,7 @@ func runRoles(ctx context.Context, cfg Config, roles map[string]bool, log *slog.
 	}
 	var rs []role
 	checks := map[string]web.Check{
-		"kafka": func(ctx context.Context) error {
-			_, err := cfg.Kafka.Client().Metadata(ctx, nil)
-			return err
-		},
+		"kafka": cfg.Kafka.Ping,
 	}
 	lagGroups := map[string][]string{}
 	var closers []func() error
@@ -105,9 +102,7 @@ func runRoles(ctx context.Context, cfg Config, roles map[string]bool, log *slog.
 	}()
 
 	if roles["ingest"] {
-		w := cfg.Kafka.NewWriter()
-		closers = append(closers, w.Close)
-		in, err := ingest.New(cfg.Ingest, cfg.Kafka, cfg.PseudonymKey, w, reg, km, log)
+		in, err := ingest.New(cfg.Ingest, cfg.Kafka, cfg.PseudonymKey, nil, reg, km, log)
 		if err != nil {
 			return err
 		}

@@ -139,8 +139,8 @@ func TestSinkCrashBetweenInsertAndCommit(t *testing.T) {
 	if err := crashed.Run(ctx); err == nil {
 		t.Fatal("crashing sink returned nil")
 	}
-	if crashes.Load() != 1 {
-		t.Fatalf("crash hook ran %d times, want 1", crashes.Load())
+	if crashes.Load() < 1 {
+		t.Fatalf("crash hook ran %d times, want at least 1", crashes.Load())
 	}
 	before, err := db.EventIDs(ctx)
 	if err != nil {

@@ -8,6 +8,7 @@
 package kafkaio
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -211,4 +212,12 @@ func (c Config) NewWriter() *kafka.Writer {
 // Client returns an admin client for the brokers.
 func (c Config) Client() *kafka.Client {
 	return &kafka.Client{Addr: kafka.TCP(c.Brokers...), Timeout: 10 * time.Second}
+}
+
+// Ping asks the brokers for cluster metadata: nil when one answers.
+func (c Config) Ping(ctx context.Context) error {
+	if _, err := c.Client().Metadata(ctx, &kafka.MetadataRequest{}); err != nil {
+		return fmt.Errorf("cannot reach Kafka: %w", err)
+	}
+	return nil
 }

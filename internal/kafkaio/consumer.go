@@ -38,6 +38,10 @@ type ConsumerConfig struct {
 	MaxWait time.Duration
 	// BackoffMin and BackoffMax bound the wait between Flush retries.
 	BackoffMin, BackoffMax time.Duration
+	// CommitInterval is the least time between two offset commits: flushed
+	// batches are committed together once it has passed (and always on
+	// shutdown). A crash replays at most this much more.
+	CommitInterval time.Duration
 	// ShutdownTimeout bounds the final flush and commit when stopping.
 	ShutdownTimeout time.Duration
 	// Buffer is the capacity of the channel between the fetching goroutine
@@ -57,6 +61,9 @@ func (c *ConsumerConfig) setDefaults() {
 	if c.BackoffMax == 0 {
 		c.BackoffMax = 10 * time.Second
 	}
+	if c.CommitInterval == 0 {
+		c.CommitInterval = 100 * time.Millisecond
+	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 10 * time.Second
 	}
@@ -74,6 +81,7 @@ type Metrics struct {
 	commits      *prometheus.CounterVec
 	batchSize    *prometheus.HistogramVec
 	flushSeconds *prometheus.HistogramVec
+	commitSecs   *prometheus.HistogramVec
 	produced     *prometheus.CounterVec
 	produceErrs  *prometheus.CounterVec
 	lag          *prometheus.GaugeVec
@@ -108,6 +116,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Time to make a batch durable, by consumer group.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}, []string{"group"}),
+		commitSecs: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "citywatch_kafka_commit_seconds",
+			Help:    "Time to commit a batch's offsets, by consumer group.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}, []string{"group"}),
 		produced: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "citywatch_kafka_produced_messages_total",
 			Help: "Messages written to Kafka, by topic.",
@@ -122,7 +135,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"group", "topic", "partition"}),
 	}
 	reg.MustRegister(m.consumed, m.flushErrors, m.commitErrors, m.commits,
-		m.batchSize, m.flushSeconds, m.produced, m.produceErrs, m.lag)
+		m.batchSize, m.flushSeconds, m.commitSecs, m.produced, m.produceErrs, m.lag)
 	return m
 }
 
@@ -139,7 +152,7 @@ func (m *Metrics) ProduceError(topic string) { m.produceErrs.WithLabelValues(top
 type Consumer struct {
 	kc      Config
 	cfg     ConsumerConfig
-	h       Handler
+	hs      []Handler
 	log     *slog.Logger
 	metrics *Metrics
 
@@ -151,10 +164,16 @@ type Consumer struct {
 	beforeCommit func() error
 }
 
-// NewConsumer returns a consumer of cfg.Topics in group cfg.Group that feeds h.
-func NewConsumer(kc Config, cfg ConsumerConfig, h Handler, m *Metrics, log *slog.Logger) *Consumer {
+// NewConsumer returns a consumer of cfg.Topics in group cfg.Group that
+// feeds the handlers. With two handlers, one fills while the other flushes
+// (they must not share unsynchronised state); with one, fetching pauses
+// during each flush.
+func NewConsumer(kc Config, cfg ConsumerConfig, m *Metrics, log *slog.Logger, hs ...Handler) *Consumer {
 	cfg.setDefaults()
-	return &Consumer{kc: kc, cfg: cfg, h: h, log: log.With("group", cfg.Group), metrics: m}
+	if len(hs) == 0 || len(hs) > 2 {
+		panic("kafkaio: NewConsumer needs one or two handlers") // a wiring bug, not input
+	}
+	return &Consumer{kc: kc, cfg: cfg, hs: hs, log: log.With("group", cfg.Group), metrics: m}
 }
 
 // SetBeforeCommit installs a hook that runs between a successful flush and
@@ -226,49 +245,78 @@ func (c *Consumer) fetch(ctx context.Context, r *kafka.Reader, out chan<- kafka.
 	}
 }
 
+// batchState is one batch's bookkeeping: its handler and the last message
+// of each partition it holds.
+type batchState struct {
+	h    Handler
+	last map[partitionKey]kafka.Message
+	n    int
+}
+
+// loop fills one handler while the other (if any) is being flushed. At most
+// one flush is in flight, so batches become durable, and their offsets are
+// committed, in order; memory holds at most two batches.
 func (c *Consumer) loop(ctx context.Context, r *kafka.Reader, msgs <-chan kafka.Message) error {
 	group := c.cfg.Group
 	consumed := map[string]prometheus.Counter{}
-	last := map[partitionKey]kafka.Message{}
-	toCommit := make([]kafka.Message, 0, 64)
-	n := 0
+	batches := make([]*batchState, len(c.hs))
+	for i, h := range c.hs {
+		batches[i] = &batchState{h: h, last: map[partitionKey]kafka.Message{}}
+	}
+	cur := 0
+	// durable holds the offsets of flushed batches not yet committed; it
+	// is touched only by the flush goroutine while one runs.
+	durable := map[partitionKey]kafka.Message{}
+	lastCommit := time.Now()
+	var inflight chan error
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
+	// commitTimer commits flushed offsets once the interval has passed
+	// when no further flush comes along to do it.
+	commitTimer := time.NewTimer(time.Hour)
+	commitTimer.Stop()
+	armCommit := func() { // only while no flush is in flight
+		if len(durable) > 0 {
+			commitTimer.Reset(max(time.Until(lastCommit.Add(c.cfg.CommitInterval)), 0))
+		}
+	}
 
-	flush := func(fctx context.Context) error {
-		if n == 0 {
+	// wait waits for the flush in flight, if any.
+	wait := func() error {
+		if inflight == nil {
 			return nil
 		}
+		err := <-inflight
+		inflight = nil
+		return err
+	}
+	// start hands the current batch to a flush goroutine and moves on to
+	// the next handler; with a single handler it flushes in place.
+	start := func(fctx context.Context, final bool) error {
 		timer.Stop()
-		start := time.Now()
-		if err := c.flushRetrying(fctx); err != nil {
+		if err := wait(); err != nil {
 			return err
 		}
-		c.metrics.flushSeconds.WithLabelValues(group).Observe(time.Since(start).Seconds())
-		c.metrics.batchSize.WithLabelValues(group).Observe(float64(n))
-		if c.beforeCommit != nil {
-			if err := c.beforeCommit(); err != nil {
-				return fmt.Errorf("%w: %w", errCrash, err)
-			}
-		}
-		toCommit = toCommit[:0]
-		for _, m := range last {
-			toCommit = append(toCommit, m)
-		}
-		clear(last)
-		n = 0
-		if err := r.CommitMessages(fctx, toCommit...); err != nil {
-			// The batch is durable; not committing only means it is
-			// replayed later, which the downstream dedupe absorbs.
-			c.metrics.commitErrors.WithLabelValues(group).Inc()
-			c.log.Warn("cannot commit offsets; the batch will be replayed", "err", err)
+		b := batches[cur]
+		cur = (cur + 1) % len(batches)
+		if b.n == 0 && !final {
 			return nil
 		}
-		c.metrics.commits.WithLabelValues(group).Inc()
+		done := make(chan error, 1)
+		run := func() { done <- c.flushBatch(fctx, r, b, durable, &lastCommit, final) }
+		if len(batches) == 1 || final {
+			run()
+			err := <-done
+			armCommit()
+			return err
+		}
+		inflight = done
+		go run()
 		return nil
 	}
 
 	for {
+		b := batches[cur]
 		select {
 		case m := <-msgs:
 			ctr, ok := consumed[m.Topic]
@@ -277,32 +325,100 @@ func (c *Consumer) loop(ctx context.Context, r *kafka.Reader, msgs <-chan kafka.
 				consumed[m.Topic] = ctr
 			}
 			ctr.Inc()
-			c.h.Add(&m)
-			last[partitionKey{m.Topic, m.Partition}] = m
-			if n == 0 {
+			b.h.Add(&m)
+			b.last[partitionKey{m.Topic, m.Partition}] = m
+			if b.n == 0 {
 				timer.Reset(c.cfg.MaxWait)
 			}
-			n++
-			if c.h.Full() {
-				if err := flush(ctx); err != nil {
+			b.n++
+			if b.h.Full() {
+				if err := start(ctx, false); err != nil {
+					return c.stopErr(ctx, err)
+				}
+			}
+		case err := <-inflight:
+			inflight = nil
+			if err != nil {
+				return c.stopErr(ctx, err)
+			}
+			armCommit()
+		case <-commitTimer.C:
+			if inflight == nil && len(durable) > 0 {
+				if err := c.commit(ctx, r, durable, &lastCommit); err != nil {
 					return c.stopErr(ctx, err)
 				}
 			}
 		case <-timer.C:
-			if err := flush(ctx); err != nil {
+			if err := start(ctx, false); err != nil {
 				return c.stopErr(ctx, err)
 			}
 		case <-ctx.Done():
-			// Stop intake (the caller cancels fetching), then flush what
-			// was taken, within the shutdown deadline.
+			// Stop intake (the caller cancels fetching), then make what
+			// was taken durable and commit it, within the deadline.
 			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.ShutdownTimeout)
 			defer cancel()
-			if err := flush(sctx); err != nil {
+			if err := wait(); err != nil {
+				// A batch before the open one failed: commit nothing
+				// more, so that it is replayed.
+				return c.stopErr(ctx, err)
+			}
+			if err := start(sctx, true); err != nil {
 				return fmt.Errorf("cannot flush on shutdown: %w", err)
 			}
 			return nil
 		}
 	}
+}
+
+// flushBatch makes b durable, then commits every durable offset when the
+// commit interval has passed (always when final).
+func (c *Consumer) flushBatch(ctx context.Context, r *kafka.Reader, b *batchState, durable map[partitionKey]kafka.Message, lastCommit *time.Time, final bool) error {
+	group := c.cfg.Group
+	if b.n > 0 {
+		start := time.Now()
+		if err := c.flushRetrying(ctx, b.h); err != nil {
+			return err
+		}
+		c.metrics.flushSeconds.WithLabelValues(group).Observe(time.Since(start).Seconds())
+		c.metrics.batchSize.WithLabelValues(group).Observe(float64(b.n))
+		for k, m := range b.last {
+			durable[k] = m
+		}
+		clear(b.last)
+		b.n = 0
+	}
+	if len(durable) == 0 || !final && time.Since(*lastCommit) < c.cfg.CommitInterval {
+		return nil
+	}
+	return c.commit(ctx, r, durable, lastCommit)
+}
+
+// commit commits every durable offset.
+func (c *Consumer) commit(ctx context.Context, r *kafka.Reader, durable map[partitionKey]kafka.Message, lastCommit *time.Time) error {
+	group := c.cfg.Group
+	if c.beforeCommit != nil {
+		if err := c.beforeCommit(); err != nil {
+			return fmt.Errorf("%w: %w", errCrash, err)
+		}
+	}
+	toCommit := make([]kafka.Message, 0, len(durable))
+	for _, m := range durable {
+		toCommit = append(toCommit, m)
+	}
+	clear(durable)
+	*lastCommit = time.Now()
+	commitStart := time.Now()
+	err := r.CommitMessages(ctx, toCommit...)
+	c.metrics.commitSecs.WithLabelValues(group).Observe(time.Since(commitStart).Seconds())
+	if err != nil {
+		// The batches are durable; not committing only means they are
+		// replayed later, which the downstream dedupe absorbs.
+		c.metrics.commitErrors.WithLabelValues(group).Inc()
+		c.log.Warn("cannot commit offsets; the batches will be replayed", "err", err)
+		return nil
+	}
+	c.metrics.commits.WithLabelValues(group).Inc()
+	return nil
 }
 
 func (c *Consumer) stopErr(ctx context.Context, err error) error {
@@ -314,10 +430,10 @@ func (c *Consumer) stopErr(ctx context.Context, err error) error {
 	return err
 }
 
-func (c *Consumer) flushRetrying(ctx context.Context) error {
+func (c *Consumer) flushRetrying(ctx context.Context, h Handler) error {
 	backoff := c.cfg.BackoffMin
 	for {
-		err := c.h.Flush(ctx)
+		err := h.Flush(ctx)
 		if err == nil {
 			return nil
 		}
