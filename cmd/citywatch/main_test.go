@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"citywatch/internal/chtest"
 	"citywatch/internal/kafkaio"
 	"citywatch/simulators"
@@ -214,5 +216,18 @@ func TestRunRoles(t *testing.T) {
 		}
 	case <-time.After(time.Minute):
 		t.Fatal("runRoles did not stop within a minute")
+	}
+}
+
+// TestExampleConfig keeps deploy/citywatch.example.yaml loadable and equal
+// to the defaults it documents.
+func TestExampleConfig(t *testing.T) {
+	got, err := loadConfig(env(map[string]string{"CITYWATCH_CONFIG": filepath.Join("..", "..", "deploy", "citywatch.example.yaml")}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := loadConfig(env(nil))
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("example config differs from the defaults (-defaults +example):\n%s", diff)
 	}
 }

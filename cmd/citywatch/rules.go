@@ -19,7 +19,7 @@ func cmdRules(_ context.Context, args []string, stdout, _ io.Writer) error {
 		return errors.New("rules test: name at least one test file")
 	}
 	if err := rules.RunTestFiles(args[1:], stdout); err != nil {
-		return fmt.Errorf("rules test: %w", err)
+		return fmt.Errorf("test: %w", err)
 	}
 	return nil
 }

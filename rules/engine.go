@@ -1,0 +1,333 @@
+package rules
+
+import (
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/expr-lang/expr/vm"
+
+	"citywatch/event"
+)
+
+// tickEvery is how far the watermark moves between two runs of expiry and
+// timeouts: the resolution of every timer of the engine, in stream time.
+const tickEvery = int64(time.Second / time.Millisecond)
+
+// Engine runs one RuleSet over a stream of events. It is owned by one
+// goroutine (see the package doc); Offer is safe from any goroutine.
+type Engine struct {
+	cfg     Config
+	metrics *Metrics
+
+	rs     *RuleSet
+	runs   []*ruleRun
+	byType [32][]*ruleRun
+
+	pending atomic.Pointer[RuleSet]
+
+	// Time, in Unix milliseconds of event time.
+	maxEvent  int64     // highest event time seen; 0 before the first event
+	stream    int64     // stream time: maxEvent, moved on by the wall clock while idle
+	lastInput time.Time // wall clock when the last event arrived
+	wm        int64     // watermark
+	lastTick  int64     // watermark at the last tick
+
+	env       exprEnv
+	envFilled bool // env holds the event of the current Process call
+	vm        vm.VM
+	ctx       evalCtx
+
+	// The call in progress: its wall clock and where its alerts go.
+	now time.Time
+	out []Alert
+
+	stats Stats
+}
+
+// Stats are the engine's counters since it was made.
+type Stats struct {
+	Events       uint64 // events evaluated
+	Late         uint64 // events older than the watermark, not evaluated
+	Alerts       uint64 // alert messages emitted
+	FilterErrors uint64 // filter evaluations that failed (counted as false)
+	Reloads      uint64 // rule sets installed after the first
+}
+
+// ruleRun is one rule with its state.
+type ruleRun struct {
+	r    *rule
+	st   kindState
+	sits *table[situation]
+	m    *ruleMetrics
+}
+
+// ErrNoRules is returned by New for a nil RuleSet.
+var ErrNoRules = errors.New("no rule set")
+
+// New returns an Engine running rs. cfg is completed with its defaults and
+// validated; m may be nil (no metrics).
+func New(cfg Config, rs *RuleSet, m *Metrics) (*Engine, error) {
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("cannot start rule engine: %w", err)
+	}
+	if rs == nil {
+		return nil, fmt.Errorf("cannot start rule engine: %w", ErrNoRules)
+	}
+	e := &Engine{cfg: cfg, metrics: m}
+	e.ctx.eng = e
+	e.install(rs)
+	e.stats.Reloads = 0
+	return e, nil
+}
+
+// Config returns the engine's configuration with its defaults.
+func (e *Engine) Config() Config { return e.cfg }
+
+// RuleSet returns the rule set the engine runs.
+func (e *Engine) RuleSet() *RuleSet { return e.rs }
+
+// Watermark returns the current watermark, or the zero time before the
+// first event.
+func (e *Engine) Watermark() time.Time {
+	if e.maxEvent == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(e.wm)
+}
+
+// Stats returns the engine's counters.
+func (e *Engine) Stats() Stats { return e.stats }
+
+// Offer hands the engine a new rule set; the engine's goroutine installs it
+// at its next Process or Advance. Rules whose definition did not change keep
+// their state and open alerts; the open alerts of rules that changed or
+// went away are resolved. Safe to call from any goroutine.
+func (e *Engine) Offer(rs *RuleSet) {
+	if rs != nil {
+		e.pending.Store(rs)
+	}
+}
+
+func (e *Engine) installPending() {
+	if rs := e.pending.Swap(nil); rs != nil {
+		e.install(rs)
+	}
+}
+
+// install replaces the running rule set with rs.
+func (e *Engine) install(rs *RuleSet) {
+	old := map[string]*ruleRun{}
+	for _, run := range e.runs {
+		old[run.r.id] = run
+	}
+	kept := map[string]bool{}
+	runs := make([]*ruleRun, 0, len(rs.rules))
+	for _, r := range rs.rules {
+		kept[r.id] = true
+		if prev, ok := old[r.id]; ok && prev.r.fingerprint == r.fingerprint {
+			prev.r = r // same definition; the new one reads the new lists
+			runs = append(runs, prev)
+			delete(old, r.id)
+			continue
+		}
+		run := &ruleRun{r: r, st: r.kind.newState(&e.cfg)}
+		run.sits = newTable[situation](e.cfg.MaxOpenAlerts)
+		if e.metrics != nil {
+			run.m = e.metrics.forRule(r.id)
+		}
+		runs = append(runs, run)
+	}
+	// Rules that changed or went away close their open situations.
+	for _, run := range e.runs {
+		if o, ok := old[run.r.id]; ok && o == run {
+			e.ctx.run = run
+			run.sits.each(func(_ string, _ int64, s *situation) {
+				e.emit(run, s, StatusResolved)
+			})
+			if e.metrics != nil && !kept[run.r.id] {
+				e.metrics.dropRule(run.r.id)
+			}
+		}
+	}
+	if e.rs != nil {
+		e.stats.Reloads++
+	}
+	e.rs, e.runs = rs, runs
+	for i := range e.byType {
+		e.byType[i] = e.byType[i][:0]
+	}
+	for _, run := range runs {
+		for t := range e.byType {
+			if run.r.reads(event.Type(t)) {
+				e.byType[t] = append(e.byType[t], run)
+			}
+		}
+	}
+}
+
+// Process evaluates one event at wall-clock time now and appends the alert
+// messages it causes to out, returning the extended slice. An event older
+// than the watermark is counted as late and raises nothing. e is not kept:
+// every string the engine holds on to is copied.
+func (e *Engine) Process(now time.Time, ev *event.Event, out []Alert) []Alert {
+	e.now, e.out = now, out
+	e.installPending()
+	t := ev.Time.UnixMilli()
+	if e.maxEvent != 0 && t < e.wm {
+		e.stats.Late++
+		if e.metrics != nil {
+			e.metrics.late.Inc()
+		}
+		return e.flushOut()
+	}
+	e.lastInput = now
+	if t > e.maxEvent {
+		e.maxEvent = t
+	}
+	if e.maxEvent > e.stream {
+		e.stream = e.maxEvent
+	}
+	e.moveWatermark()
+	e.stats.Events++
+
+	runs := e.byType[ev.Type&31]
+	e.envFilled = false
+	for _, run := range runs {
+		if f := run.r.filter; f != nil {
+			ok, err := f.eval(&e.vm, e.envOf(ev))
+			if err != nil {
+				e.stats.FilterErrors++
+				if run.m != nil {
+					run.m.filterErrors.Inc()
+				}
+			}
+			if !ok {
+				if rs, ok := run.st.(resolver); ok {
+					e.ctx.run = run
+					rs.unmatched(&e.ctx, ev)
+				}
+				continue
+			}
+		}
+		e.ctx.run = run
+		run.st.process(&e.ctx, ev)
+	}
+	return e.flushOut()
+}
+
+// resolver is a kind that also looks at the events its filter rejects (a
+// match rule that resolves its alert on a later "ok" event).
+type resolver interface {
+	unmatched(x *evalCtx, e *event.Event)
+}
+
+// Advance moves stream time on with the wall clock while no input arrives
+// (now minus the arrival of the last event, added to the highest event
+// time), runs the timers that fall due, refreshes the state metrics, and
+// appends the alert messages it causes to out. The owner calls it on a
+// ticker (every second is enough); before the first event it does nothing
+// but install a pending rule set.
+func (e *Engine) Advance(now time.Time, out []Alert) []Alert {
+	e.now, e.out = now, out
+	e.installPending()
+	if e.maxEvent != 0 {
+		if idle := now.Sub(e.lastInput).Milliseconds(); idle > 0 && e.maxEvent+idle > e.stream {
+			e.stream = e.maxEvent + idle
+		}
+		e.moveWatermark()
+	}
+	e.publishSizes()
+	return e.flushOut()
+}
+
+func (e *Engine) moveWatermark() {
+	wm := e.stream - e.cfg.Lateness.Milliseconds()
+	if wm <= e.wm {
+		return
+	}
+	e.wm = wm
+	if e.metrics != nil {
+		e.metrics.watermark.Set(float64(wm) / 1000)
+	}
+	if wm-e.lastTick < tickEvery {
+		return
+	}
+	e.lastTick = wm
+	for _, run := range e.runs {
+		e.ctx.run = run
+		run.st.tick(&e.ctx)
+		e.expireSituations(run)
+	}
+}
+
+func (e *Engine) flushOut() []Alert {
+	out := e.out
+	e.out = nil
+	return out
+}
+
+func (e *Engine) publishSizes() {
+	if e.metrics == nil {
+		return
+	}
+	for _, run := range e.runs {
+		keys, bytes, evicted := run.st.size()
+		keys += run.sits.len()
+		bytes += run.sits.bytes()
+		run.m.keys.Set(float64(keys))
+		run.m.bytes.Set(float64(bytes))
+		run.m.setEvicted(evicted)
+		run.m.open.Set(float64(run.sits.len()))
+	}
+}
+
+// StateSize returns the keys and estimated bytes held by the rule with
+// the given id, or zeros when it is not running.
+func (e *Engine) StateSize(ruleID string) (keys, bytes int) {
+	for _, run := range e.runs {
+		if run.r.id == ruleID {
+			keys, bytes, _ = run.st.size()
+			return keys, bytes
+		}
+	}
+	return 0, 0
+}
+
+// evalCtx is what a kind sees while it evaluates: the engine's clock and
+// configuration, and the way to raise and resolve alerts for its rule.
+type evalCtx struct {
+	eng *Engine
+	run *ruleRun
+}
+
+func (x *evalCtx) cfg() *Config { return &x.eng.cfg }
+
+// envOf returns the filter environment of e, filled once per event.
+func (e *Engine) envOf(ev *event.Event) *exprEnv {
+	if !e.envFilled {
+		e.env.fill(ev, e.cfg.Location)
+		e.envFilled = true
+	}
+	return &e.env
+}
+
+// eval runs f on the event being processed; a failure counts as false.
+func (x *evalCtx) eval(f *filter, ev *event.Event) bool {
+	if f == nil {
+		return true
+	}
+	ok, err := f.eval(&x.eng.vm, x.eng.envOf(ev))
+	if err != nil {
+		x.eng.stats.FilterErrors++
+		if x.run.m != nil {
+			x.run.m.filterErrors.Inc()
+		}
+	}
+	return ok
+}
+
+// wm returns the watermark in Unix milliseconds.
+func (x *evalCtx) wm() int64 { return x.eng.wm }

@@ -1,0 +1,132 @@
+package rules
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the rule engine's Prometheus metrics. Labels hold rule ids
+// and statuses only, never keys (plates, pseudonyms, devices).
+type Metrics struct {
+	late         prometheus.Counter
+	watermark    prometheus.Gauge
+	alerts       *prometheus.CounterVec
+	keys         *prometheus.GaugeVec
+	bytes        *prometheus.GaugeVec
+	open         *prometheus.GaugeVec
+	evicted      *prometheus.CounterVec
+	filterErrors *prometheus.CounterVec
+	reloads      *prometheus.CounterVec
+	reloadOK     prometheus.Gauge
+}
+
+// NewMetrics registers the rule engine's metrics with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		late: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "citywatch_rules_late_events_total",
+			Help: "Events older than the watermark (highest event time minus the allowed lateness); they raise no alert.",
+		}),
+		watermark: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "citywatch_rules_watermark_seconds",
+			Help: "The rule engine's watermark, Unix seconds of event time.",
+		}),
+		alerts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "citywatch_rules_alerts_total",
+			Help: "Alert messages emitted, by rule and status.",
+		}, []string{"rule", "status"}),
+		keys: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "citywatch_rules_state_keys",
+			Help: "Keys held in the state of a rule (plates, buyers, devices, pairs, open alerts).",
+		}, []string{"rule"}),
+		bytes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "citywatch_rules_state_bytes",
+			Help: "Estimated memory of the state of a rule.",
+		}, []string{"rule"}),
+		open: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "citywatch_rules_open_alerts",
+			Help: "Open (firing or updated, not resolved) alerts of a rule.",
+		}, []string{"rule"}),
+		evicted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "citywatch_rules_state_evicted_total",
+			Help: "Keys evicted from a full state table of a rule (rules.max_keys).",
+		}, []string{"rule"}),
+		filterErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "citywatch_rules_filter_errors_total",
+			Help: "Filter evaluations that failed and counted as false, by rule.",
+		}, []string{"rule"}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "citywatch_rules_reloads_total",
+			Help: "Reloads of the rule file and lists, by result (ok, error).",
+		}, []string{"result"}),
+		reloadOK: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "citywatch_rules_last_reload_successful",
+			Help: "1 when the last reload of the rule file and lists succeeded, 0 when the running rules are older than the files.",
+		}),
+	}
+	reg.MustRegister(m.late, m.watermark, m.alerts, m.keys, m.bytes, m.open,
+		m.evicted, m.filterErrors, m.reloads, m.reloadOK)
+	m.reloadOK.Set(1)
+	return m
+}
+
+// ruleMetrics are one rule's children, resolved once so that the hot path
+// does not look labels up.
+type ruleMetrics struct {
+	firing, updated, resolved prometheus.Counter
+	keys, bytes, open         prometheus.Gauge
+	evicted, filterErrors     prometheus.Counter
+	evictedSeen               uint64
+}
+
+func (m *Metrics) forRule(id string) *ruleMetrics {
+	return &ruleMetrics{
+		firing:       m.alerts.WithLabelValues(id, string(StatusFiring)),
+		updated:      m.alerts.WithLabelValues(id, string(StatusUpdated)),
+		resolved:     m.alerts.WithLabelValues(id, string(StatusResolved)),
+		keys:         m.keys.WithLabelValues(id),
+		bytes:        m.bytes.WithLabelValues(id),
+		open:         m.open.WithLabelValues(id),
+		evicted:      m.evicted.WithLabelValues(id),
+		filterErrors: m.filterErrors.WithLabelValues(id),
+	}
+}
+
+// dropRule removes the gauges of a rule that is no longer running.
+func (m *Metrics) dropRule(id string) {
+	m.keys.DeleteLabelValues(id)
+	m.bytes.DeleteLabelValues(id)
+	m.open.DeleteLabelValues(id)
+}
+
+func (rm *ruleMetrics) alert(s Status) {
+	switch s {
+	case StatusFiring:
+		rm.firing.Inc()
+	case StatusUpdated:
+		rm.updated.Inc()
+	case StatusResolved:
+		rm.resolved.Inc()
+	}
+}
+
+// setEvicted adds to the counter what a state's running total gained.
+func (rm *ruleMetrics) setEvicted(total uint64) {
+	if total > rm.evictedSeen {
+		rm.evicted.Add(float64(total - rm.evictedSeen))
+		rm.evictedSeen = total
+	}
+}
+
+// reloaded records the result of a reload.
+func (m *Metrics) reloaded(err error) {
+	if m == nil {
+		return
+	}
+	if err != nil {
+		m.reloads.WithLabelValues("error").Inc()
+		m.reloadOK.Set(0)
+		return
+	}
+	m.reloads.WithLabelValues("ok").Inc()
+	m.reloadOK.Set(1)
+}

@@ -1,0 +1,301 @@
+package rules
+
+import (
+	"slices"
+	"strconv"
+	"time"
+
+	"citywatch/event"
+)
+
+// situation is an open alert: one real-world situation of one rule and
+// subject, from its firing message to its resolved one.
+type situation struct {
+	id        string
+	subject   Subject
+	last      int64 // event time (ms) of the newest evidence
+	sticky    bool  // resolved by the kind, not by quiet time
+	severity  Severity
+	eventTime time.Time
+	lat, lon  float64
+	evidence  []string
+	details   []Detail
+	summary   string
+}
+
+// hit is what a kind reports when its condition holds for a subject.
+type hit struct {
+	subject Subject
+	// e is the event that raised or updated the situation; nil for one
+	// raised by a timeout, which gives at, lat and lon instead.
+	e        *event.Event
+	at       time.Time
+	lat, lon float64
+	// evidence are the ids of the events behind the hit, oldest first;
+	// ids the situation already holds are not added twice.
+	evidence []string
+	details  []Detail
+	severity Severity // "" means the rule's
+	// sticky situations stay open until the kind resolves them.
+	sticky bool
+	// vars adds placeholders for the summary.
+	vars func(name string) (string, bool)
+	// summary replaces the rule's summary template when not nil.
+	summary *template
+}
+
+func (h *hit) time() time.Time {
+	if h.e != nil {
+		return h.e.Time
+	}
+	return h.at
+}
+
+// sitKey is the situation table key of a subject; it fits a stack buffer
+// for the usual subjects, so looking up an open situation does not
+// allocate.
+func sitKey(buf []byte, s Subject) []byte {
+	buf = append(buf, s.Kind...)
+	buf = append(buf, 0)
+	return append(buf, s.ID...)
+}
+
+// isOpen reports whether the rule has an open situation for subject.
+func (x *evalCtx) isOpen(subject Subject) bool {
+	var kb [96]byte
+	_, ok := x.run.sits.get(string(sitKey(kb[:0], subject)))
+	return ok
+}
+
+// raise reports a hit: it opens a situation (a firing message) or, when
+// one is open for the subject and its last evidence is within the rule's
+// suppression window, adds to it (an updated message, only when the hit
+// brings evidence it did not have).
+func (x *evalCtx) raise(h *hit) {
+	run := x.run
+	t := h.time().UnixMilli()
+	var kb [96]byte
+	key := sitKey(kb[:0], h.subject)
+	if s, ok := run.sits.get(string(key)); ok {
+		if s.sticky || t-s.last <= run.r.suppress {
+			x.update(s, h, t)
+			run.sits.touch(string(key), t)
+			return
+		}
+		// The old situation ended quietly before the sweep saw it.
+		x.eng.emit(run, s, StatusResolved)
+		run.sits.delete(string(key))
+	}
+	if run.sits.len() >= x.eng.cfg.MaxOpenAlerts {
+		// Make room by resolving the situation updated longest ago.
+		if h := run.sits.head; h >= 0 {
+			x.eng.emit(run, &run.sits.nodes[h].val, StatusResolved)
+			run.sits.remove(h)
+		}
+	}
+	s, _ := run.sits.touch(string(key), t)
+	*s = situation{
+		id:       AlertID(run.r.id, h.subject, h.time()),
+		subject:  Subject{Kind: h.subject.Kind, ID: cloneString(h.subject.ID)},
+		last:     t,
+		sticky:   h.sticky,
+		severity: h.severity,
+	}
+	if s.severity == "" {
+		s.severity = run.r.severity
+	}
+	x.fill(s, h)
+	for _, id := range h.evidence {
+		s.addEvidence(id)
+	}
+	x.eng.emit(run, s, StatusFiring)
+}
+
+func (x *evalCtx) update(s *situation, h *hit, t int64) {
+	added := false
+	for _, id := range h.evidence {
+		if s.addEvidence(id) {
+			added = true
+		}
+	}
+	if !added {
+		return
+	}
+	if t > s.last {
+		s.last = t
+	}
+	if h.severity != "" && severityRank(h.severity) > severityRank(s.severity) {
+		s.severity = h.severity
+	}
+	x.fill(s, h)
+	x.eng.emit(x.run, s, StatusUpdated)
+}
+
+// fill sets the situation's place, time, details and summary from h.
+func (x *evalCtx) fill(s *situation, h *hit) {
+	s.eventTime = h.time()
+	if h.e != nil {
+		s.lat, s.lon = h.e.Lat, h.e.Lon
+	} else {
+		s.lat, s.lon = h.lat, h.lon
+	}
+	s.details = cloneDetails(h.details)
+	t := x.run.r.summary
+	if h.summary != nil {
+		t = *h.summary
+	}
+	if !t.empty() {
+		s.summary = t.render(func(name string) (string, bool) {
+			return h.lookup(name, s)
+		})
+	}
+}
+
+// lookup resolves a summary placeholder: the subject, a detail, a
+// placeholder of the kind, then a field of the event.
+func (h *hit) lookup(name string, s *situation) (string, bool) {
+	switch name {
+	case "subject":
+		return s.subject.ID, true
+	case "severity":
+		return string(s.severity), true
+	}
+	for _, d := range h.details {
+		if d.Name == name {
+			return formatValue(d.Value), true
+		}
+	}
+	if h.vars != nil {
+		if v, ok := h.vars(name); ok {
+			return v, true
+		}
+	}
+	if h.e != nil {
+		if f, ok := stringFields[name]; ok {
+			return f(h.e), true
+		}
+		if f, ok := numberFields[name]; ok {
+			return formatValue(f(h.e)), true
+		}
+		if name == "time" {
+			return h.e.Time.Format("15:04:05"), true
+		}
+	}
+	return "", false
+}
+
+func (s *situation) addEvidence(id string) bool {
+	if id == "" || slices.Contains(s.evidence, id) {
+		return false
+	}
+	if len(s.evidence) == MaxEvidence {
+		copy(s.evidence, s.evidence[1:])
+		s.evidence = s.evidence[:MaxEvidence-1]
+	}
+	s.evidence = append(s.evidence, cloneString(id))
+	return true
+}
+
+// resolve closes the open situation of subject, if any, with a resolved
+// message; e (may be nil) is the event that ended it.
+func (x *evalCtx) resolve(subject Subject, e *event.Event, details []Detail) {
+	var kb [96]byte
+	key := sitKey(kb[:0], subject)
+	s, ok := x.run.sits.get(string(key))
+	if !ok {
+		return
+	}
+	if e != nil {
+		s.eventTime = e.Time
+		s.addEvidence(e.ID)
+	}
+	if details != nil {
+		s.details = cloneDetails(details)
+	}
+	x.eng.emit(x.run, s, StatusResolved)
+	x.run.sits.delete(string(key))
+}
+
+// expireSituations resolves the situations whose last evidence left the
+// suppression window.
+func (e *Engine) expireSituations(run *ruleRun) {
+	run.sits.expire(e.wm-run.r.suppress, func(_ string, _ int64, s *situation) bool {
+		if s.sticky {
+			return true
+		}
+		e.emit(run, s, StatusResolved)
+		return false
+	})
+}
+
+// emit appends one message of situation s to the call's output.
+func (e *Engine) emit(run *ruleRun, s *situation, status Status) {
+	a := Alert{
+		ID:        s.id,
+		Rule:      run.r.id,
+		Severity:  s.severity,
+		Status:    status,
+		Subject:   s.subject,
+		EventTime: s.eventTime,
+		RaisedAt:  e.now,
+		Lat:       s.lat,
+		Lon:       s.lon,
+		Evidence:  slices.Clone(s.evidence),
+		Summary:   s.summary,
+		Details:   s.details,
+	}
+	if e.cfg.Locate != nil {
+		a.District, a.CircleID, a.TierMinutes = e.cfg.Locate(a.Lat, a.Lon)
+	}
+	e.out = append(e.out, a)
+	e.stats.Alerts++
+	if run.m != nil {
+		run.m.alert(status)
+	}
+}
+
+// cloneDetails copies the strings of d, which may share memory with a
+// decoded message.
+func cloneDetails(d []Detail) []Detail {
+	out := make([]Detail, len(d))
+	for i, v := range d {
+		out[i].Name = v.Name
+		switch x := v.Value.(type) {
+		case string:
+			out[i].Value = cloneString(x)
+		case []string:
+			c := make([]string, len(x))
+			for j := range x {
+				c[j] = cloneString(x[j])
+			}
+			out[i].Value = c
+		default:
+			out[i].Value = x
+		}
+	}
+	return out
+}
+
+func severityRank(s Severity) int {
+	switch s {
+	case SeverityCritical:
+		return 4
+	case SeverityHigh:
+		return 3
+	case SeverityMedium:
+		return 2
+	case SeverityLow:
+		return 1
+	}
+	return 0
+}
+
+// cloneString copies s so that it does not keep a decoded message alive.
+func cloneString(s string) string {
+	if s == "" {
+		return ""
+	}
+	return string([]byte(s))
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
