@@ -8,9 +8,9 @@ export CITYWATCH_CLICKHOUSE_ADDR ?= 127.0.0.1:9000
 
 BIN := bin/citywatch
 PKGS := ./...
-# Packages with benchmarks (hot paths and the sink).
-BENCH_PKGS := ./event/ ./ingest/ ./store/
-BENCH_TIME ?= 2s
+BENCH_TIME ?= 1s
+BENCH_COUNT ?= 6
+LOAD_RATE ?= 100000
 LOAD_DURATION ?= 60s
 
 .PHONY: all build test test-go demo bench lint fmt clickhouse-start clickhouse-stop deps clean fuzz
@@ -39,9 +39,14 @@ test: clickhouse-start
 demo: clickhouse-start build
 	$(BIN) demo
 
+# bench: hot-path benchmarks on one core, the sink against the local
+# ClickHouse (with a plain clickhouse-go insert of the same rows beside it),
+# then the end-to-end load run. Outputs land in .run/ for benchstat.
 bench: clickhouse-start build
-	CITYWATCH_REQUIRE_CLICKHOUSE=1 $(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCH_TIME) $(BENCH_PKGS) | tee .run/bench.txt
-	$(BIN) loadtest --duration $(LOAD_DURATION) | tee .run/loadtest.txt
+	@mkdir -p .run
+	$(GO) test -run '^$$' -bench . -benchmem -cpu 1 -count $(BENCH_COUNT) -benchtime $(BENCH_TIME) ./event/ ./ingest/ | tee .run/bench-core.txt
+	CITYWATCH_REQUIRE_CLICKHOUSE=1 $(GO) test -run '^$$' -bench . -benchmem -count $(BENCH_COUNT) ./store/ | tee .run/bench-store.txt
+	$(BIN) loadtest --duration $(LOAD_DURATION) --rate $(LOAD_RATE) | tee .run/loadtest.txt
 
 # fuzz runs every fuzzer for a short while (the seeds run in `make test`).
 FUZZ_TIME ?= 30s

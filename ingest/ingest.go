@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
@@ -29,7 +29,8 @@ type Ingest struct {
 	kc      kafkaio.Config
 	key     []byte
 	writer  Writer
-	dedupe  *lru.Cache[string, struct{}]
+	dedupe  *lru.Cache[idKey, struct{}]
+	seeds   [2]maphash.Seed
 	metrics *metrics
 	kmet    *kafkaio.Metrics
 	log     *slog.Logger
@@ -63,7 +64,7 @@ func New(cfg Config, kc kafkaio.Config, key []byte, w Writer, reg prometheus.Reg
 	if _, err := event.NewPseudonymizer(key); err != nil {
 		return nil, fmt.Errorf("cannot use pseudonym key: %w", err)
 	}
-	dedupe, err := lru.New[string, struct{}](cfg.DedupeSize)
+	dedupe, err := lru.New[idKey, struct{}](cfg.DedupeSize)
 	if err != nil {
 		return nil, fmt.Errorf("cannot make dedupe cache: %w", err)
 	}
@@ -73,6 +74,7 @@ func New(cfg Config, kc kafkaio.Config, key []byte, w Writer, reg prometheus.Reg
 		key:         key,
 		writer:      w,
 		dedupe:      dedupe,
+		seeds:       [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()},
 		metrics:     newMetrics(reg),
 		kmet:        km,
 		log:         log.With("role", "ingest"),
@@ -220,7 +222,7 @@ func (w *worker) Add(m *kafka.Message) {
 		w.reject(m, fmt.Errorf("type %s is not carried by topic %s", e.Type, m.Topic), CodeWrongTopic)
 		return
 	}
-	if ok, _ := in.dedupe.ContainsOrAdd(strings.Clone(e.ID), struct{}{}); ok {
+	if ok, _ := in.dedupe.ContainsOrAdd(in.idKey(e.ID), struct{}{}); ok {
 		w.counter(counterKey{topic: m.Topic, kind: 2}).Inc()
 		return
 	}
@@ -238,6 +240,17 @@ func (w *worker) Add(m *kafka.Message) {
 		Value: w.arena[keyEnd:len(w.arena):len(w.arena)],
 	})
 	w.counter(counterKey{topic: m.Topic, kind: 0, t: e.Type}).Inc()
+}
+
+// idKey is an event id as remembered for duplicate detection: 128 bits of
+// two independently seeded hashes rather than the id itself, so that
+// remembering an id neither copies it nor keeps its message alive, and an
+// entry costs the same whatever the id's length. A false duplicate needs a
+// 128-bit collision.
+type idKey [2]uint64
+
+func (in *Ingest) idKey(id string) idKey {
+	return idKey{maphash.String(in.seeds[0], id), maphash.String(in.seeds[1], id)}
 }
 
 // CodeWrongTopic rejects an event whose type the topic does not carry.
