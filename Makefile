@@ -44,7 +44,7 @@ demo: clickhouse-start build
 # then the end-to-end load run. Outputs land in .run/ for benchstat.
 bench: clickhouse-start build
 	@mkdir -p .run
-	$(GO) test -run '^$$' -bench . -benchmem -cpu 1 -count $(BENCH_COUNT) -benchtime $(BENCH_TIME) ./event/ ./ingest/ | tee .run/bench-core.txt
+	$(GO) test -run '^$$' -bench . -benchmem -cpu 1 -count $(BENCH_COUNT) -benchtime $(BENCH_TIME) ./event/ ./ingest/ ./rules/ ./simulators/ | tee .run/bench-core.txt
 	CITYWATCH_REQUIRE_CLICKHOUSE=1 $(GO) test -run '^$$' -bench . -benchmem -count $(BENCH_COUNT) ./store/ | tee .run/bench-store.txt
 	$(BIN) loadtest --duration $(LOAD_DURATION) --rate $(LOAD_RATE) | tee .run/loadtest.txt
 

@@ -165,6 +165,8 @@ type worker struct {
 	out    []kafka.Message
 	arena  []byte
 	rej    event.Rejected
+	// received is when the message being added was taken.
+	received time.Time
 
 	counters map[counterKey]prometheus.Counter
 }
@@ -214,6 +216,7 @@ func (w *worker) counter(k counterKey) prometheus.Counter {
 func (w *worker) Add(m *kafka.Message) {
 	in := w.in
 	e := &w.ev
+	w.received = in.now()
 	if err := w.dec.Decode(m.Value, e); err != nil {
 		w.reject(m, err, event.CodeOf(err))
 		return
@@ -227,7 +230,7 @@ func (w *worker) Add(m *kafka.Message) {
 		return
 	}
 	w.pseud.Apply(e)
-	if d := in.now().Sub(e.Time); d >= 0 {
+	if d := w.received.Sub(e.Time); d >= 0 {
 		in.metrics.delay.Observe(d.Seconds())
 	}
 	start := len(w.arena)
@@ -238,6 +241,7 @@ func (w *worker) Add(m *kafka.Message) {
 		Topic: in.eventsTopic,
 		Key:   w.arena[start:keyEnd:keyEnd],
 		Value: w.arena[keyEnd:len(w.arena):len(w.arena)],
+		Time:  w.received, // the record timestamp: when ingest accepted it
 	})
 	w.counter(counterKey{topic: m.Topic, kind: 0, t: e.Type}).Inc()
 }
@@ -277,7 +281,7 @@ func (w *worker) reject(m *kafka.Message, err error, code event.Code) {
 		Key:        m.Key,
 		Error:      msg,
 		Code:       code,
-		ReceivedAt: in.now().UTC(),
+		ReceivedAt: w.received.UTC(),
 		Payload:    payload,
 	}
 	start := len(w.arena)
@@ -292,6 +296,7 @@ func (w *worker) reject(m *kafka.Message, err error, code event.Code) {
 		Topic: in.dlqTopic,
 		Key:   key,
 		Value: w.arena[keyEnd:len(w.arena):len(w.arena)],
+		Time:  w.received,
 	})
 	w.counter(counterKey{topic: m.Topic, kind: 1, code: code}).Inc()
 	in.log.Debug("rejected input", "topic", m.Topic, "partition", m.Partition, "offset", m.Offset, "code", code)

@@ -34,6 +34,14 @@
 // citywatch_rules_state_bytes, by rule. Keys are plates, pseudonyms and
 // device ids; they never appear in metric labels.
 //
+// # The role
+//
+// Role runs an Engine as the rules role of citywatch: it consumes the
+// internal events topic, writes alerts to the alerts topic before it
+// commits, advances the engine with the clock, reloads the rule file, and
+// rebuilds its state on start from the alerts topic and a replay of the
+// input (see Role for what a restart promises).
+//
 // # Concurrency
 //
 // An Engine is owned by one goroutine: Process and Advance must not be

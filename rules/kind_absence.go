@@ -21,10 +21,13 @@ import (
 // site and at least Fraction of its devices are silent, one site alert
 // (subject area) stands for all of them and their own alerts are
 // inhibited. A silent device waits Wait before its own alert is raised, so
-// that the devices of a site that fail together are seen together. The
+// that the devices of a site that fail together are seen together (a
+// device alone in its site, or whose site's other devices are silent too
+// or were heard more than Wait after it, does not wait). The
 // site alert resolves when fewer than MinDevices, or less than half of
 // Fraction, of its devices are still silent; those still silent then get
-// their own alerts.
+// their own alerts once they have had Wait to come back as well: a site's
+// devices come back one by one, each at its next heartbeat.
 //
 // Keys are learnt from the stream: a device is watched from its first
 // event on. A key silent for Forget is no longer watched (its alert, if
@@ -142,6 +145,7 @@ const (
 type watch struct {
 	last      int64 // newest event time
 	backSince int64 // first event after an outage, for Recover
+	hold      int64 // watermark before which a pending key raises nothing (its site just came back)
 	lat, lon  float32
 	state     uint8
 	site      int32 // index in sites, -1 when ungrouped
@@ -255,7 +259,7 @@ func (s *absenceState) process(x *evalCtx, e *event.Event) {
 		s.sites[w.site].silent--
 		s.markDirty(w.site)
 	}
-	w.state, w.backSince = alive, 0
+	w.state, w.backSince, w.hold = alive, 0, 0
 	s.checkSites(x)
 }
 
@@ -296,8 +300,8 @@ func (s *absenceState) tick(x *evalCtx) {
 		}
 		return true
 	})
-	s.keys.expire(cutoff-r.wait, func(key string, _ int64, w *watch) bool {
-		if w.state != pending {
+	s.keys.expire(cutoff, func(key string, last int64, w *watch) bool {
+		if w.state != pending || w.hold > wm || last >= cutoff-r.wait && !s.settled(key, w) {
 			return true
 		}
 		if w.site >= 0 {
@@ -314,6 +318,37 @@ func (s *absenceState) tick(x *evalCtx) {
 		return true
 	})
 	s.checkSites(x)
+}
+
+// maxSettle bounds the members settled looks at; the devices of a bigger
+// site wait the whole of Wait.
+const maxSettle = 64
+
+// settled reports whether a silent key need not wait the rest of Wait for
+// the rest of its site: every other device of the site is silent already
+// or was heard more than Wait after the key's last event, so that it did
+// not fail together with it. A device alone in its site is settled at
+// once.
+func (s *absenceState) settled(key string, w *watch) bool {
+	if w.site < 0 {
+		return true
+	}
+	st := &s.sites[w.site]
+	if st.silent == st.total {
+		return true
+	}
+	if len(st.members) > maxSettle {
+		return false
+	}
+	for _, m := range st.members {
+		if m == key {
+			continue
+		}
+		if o, ok := s.keys.get(m); ok && o.state == alive && o.last <= w.last+s.r.wait {
+			return false
+		}
+	}
+	return true
 }
 
 // siteSilent reports whether enough of a site is silent for a site alert.
@@ -357,10 +392,12 @@ func (s *absenceState) checkSites(x *evalCtx) {
 			x.resolve(Subject{Kind: SubjectArea, ID: st.name}, nil, []Detail{
 				{"site", st.name}, {"silent_devices", st.silent}, {"devices", st.total},
 			})
-			// Devices still silent now stand on their own.
+			// Devices still silent now stand on their own, after Wait:
+			// the rest of a site that came back speaks within a
+			// heartbeat period, and must not raise alerts of its own.
 			for _, key := range st.members {
 				if w, ok := s.keys.get(key); ok && w.state == inhibited {
-					w.state = pending
+					w.state, w.hold = pending, x.wm()+s.r.wait
 				}
 			}
 		case st.changed:
@@ -413,4 +450,35 @@ func (s *absenceState) raiseSite(x *evalCtx, st *site) {
 		sticky:  true,
 		summary: s.r.summary,
 	})
+}
+
+// adopt implements adopter: a device alert whose key the replay did not
+// see is watched again as alerted, silent since the alert's last_seen
+// (its start minus the silence), so that the device's next event resolves
+// it. Site alerts are not adopted: their members are not all in the alert
+// (at most MaxEvidence of them); such an alert resolves when the replayed
+// and live input shows its site back, or stays open until it is evicted.
+func (s *absenceState) adopt(x *evalCtx, sit *situation) {
+	if sit.subject.Kind != s.r.key.subject || !sit.sticky {
+		return
+	}
+	key := sit.subject.ID
+	if _, ok := s.keys.get(key); ok {
+		return // the replay saw the key; its state is the replayed one
+	}
+	s.x = x
+	last := sit.eventTime.UnixMilli() - s.r.silence
+	w, _ := s.keys.touch(key, last)
+	*w = watch{last: last, lat: float32(sit.lat), lon: float32(sit.lon), state: alerted, site: -1}
+	if n := len(sit.evidence); n > 0 {
+		w.id = append(w.id[:0], sit.evidence[n-1]...)
+		s.heap += cap(w.id)
+	}
+	if s.r.group {
+		w.site = s.siteOf(x, key, sit.lat, sit.lon)
+		st := &s.sites[w.site]
+		st.total++
+		st.silent++
+		st.members = append(st.members, cloneString(key))
+	}
 }

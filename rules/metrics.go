@@ -17,6 +17,11 @@ type Metrics struct {
 	filterErrors *prometheus.CounterVec
 	reloads      *prometheus.CounterVec
 	reloadOK     prometheus.Gauge
+
+	// The role's (Role), beside the engine's.
+	replayed       prometheus.Counter
+	restoreDropped prometheus.Counter
+	undecodable    prometheus.Counter
 }
 
 // NewMetrics registers the rule engine's metrics with reg.
@@ -63,8 +68,20 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "1 when the last reload of the rule file and lists succeeded, 0 when the running rules are older than the files.",
 		}),
 	}
+	m.replayed = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "citywatch_rules_replayed_events_total",
+		Help: "Input events replayed on start to rebuild the rules' state.",
+	})
+	m.restoreDropped = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "citywatch_rules_restore_dropped_total",
+		Help: "Alert messages recomputed after a start that were already on the alerts topic, and not written again.",
+	})
+	m.undecodable = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "citywatch_rules_undecodable_dropped_total",
+		Help: "Messages on the internal events topic that could not be decoded and were skipped.",
+	})
 	reg.MustRegister(m.late, m.watermark, m.alerts, m.keys, m.bytes, m.open,
-		m.evicted, m.filterErrors, m.reloads, m.reloadOK)
+		m.evicted, m.filterErrors, m.reloads, m.reloadOK, m.replayed, m.restoreDropped, m.undecodable)
 	m.reloadOK.Set(1)
 	return m
 }

@@ -12,7 +12,13 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m,
+		// kafka-go's shared transport keeps idle connections for reuse
+		// (the role's tests).
+		goleak.IgnoreTopFunction("github.com/segmentio/kafka-go.(*connPool).discover"),
+		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
+		goleak.IgnoreAnyFunction("github.com/segmentio/kafka-go.(*conn).run"),
+	)
 }
 
 // TestReloader changes the rule file under a running Reloader: a valid

@@ -375,3 +375,16 @@ func durationField(name string, d time.Duration) error {
 	}
 	return nil
 }
+
+// Horizon returns how far back in event time the rule set looks: the
+// longest window or suppression of its rules. A restart that replays this
+// much of the input rebuilds every window and every situation that can
+// still be open, except those that evidence keeps open for longer (they are
+// restored from the alerts topic instead; see Role).
+func (rs *RuleSet) Horizon() time.Duration {
+	var h time.Duration
+	for _, r := range rs.rules {
+		h = max(h, r.kind.window(), time.Duration(r.suppress)*time.Millisecond)
+	}
+	return h
+}

@@ -299,3 +299,66 @@ func cloneString(s string) string {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// seed reopens the situation of an open alert read back from the alerts
+// topic, as the engine had it when it last emitted a message for it: the
+// same id, evidence and figures. A restart seeds every open alert before it
+// replays the input, so that the replay updates these situations (or finds
+// nothing new for them) instead of raising them again under a new id. It
+// reports false when the alert's rule is not running.
+func (e *Engine) seed(a *Alert) bool {
+	for _, run := range e.runs {
+		if run.r.id != a.Rule {
+			continue
+		}
+		var kb [96]byte
+		key := sitKey(kb[:0], a.Subject)
+		t := a.EventTime.UnixMilli()
+		s, _ := run.sits.touch(string(key), t)
+		_, sticky := run.r.kind.(*absenceRule)
+		*s = situation{
+			id:        cloneString(a.ID),
+			subject:   Subject{Kind: a.Subject.Kind, ID: cloneString(a.Subject.ID)},
+			last:      t,
+			sticky:    sticky,
+			severity:  a.Severity,
+			eventTime: a.EventTime,
+			lat:       a.Lat,
+			lon:       a.Lon,
+			details:   cloneDetails(a.Details),
+			summary:   a.Summary,
+		}
+		if s.severity == "" {
+			s.severity = run.r.severity
+		}
+		for _, id := range a.Evidence {
+			s.addEvidence(id)
+		}
+		return true
+	}
+	return false
+}
+
+// adoptSeeded hands the situations that seed reopened, and that the replay
+// did not account for, to the kinds that resolve them on their own terms:
+// an absence rule learns that the silent key of an open alert is silent,
+// so that the key's return resolves the alert even when the key's last
+// event was older than the replay. It runs once, after the replay.
+func (e *Engine) adoptSeeded() {
+	for _, run := range e.runs {
+		a, ok := run.st.(adopter)
+		if !ok {
+			continue
+		}
+		e.ctx.run = run
+		run.sits.each(func(_ string, _ int64, s *situation) {
+			a.adopt(&e.ctx, s)
+		})
+	}
+}
+
+// adopter is a kind whose state must know of an open situation to resolve
+// it.
+type adopter interface {
+	adopt(x *evalCtx, s *situation)
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"time"
 
@@ -61,7 +62,11 @@ type camGroup struct {
 	rhythm *Rhythm
 	cams   []*city.Device
 	node   []int // nearest road node within 2 km, or -1
-	arr    *poisson
+	// zones are the protected zones each camera stands in, by their
+	// polygons: a street camera may stand inside a school's grounds
+	// without being one of the school's own cameras.
+	zones [][]*city.Zone
+	arr   *poisson
 }
 
 type recovery struct {
@@ -139,6 +144,11 @@ func NewCameras(cfg CameraConfig, c *city.City, cams []*city.Device, traffic *Tr
 			}
 		}
 		g.node = append(g.node, node)
+		zs := c.ZonesAt(d.Lat, d.Lon)
+		if z := c.Zone(d.Zone); z != nil && !slices.Contains(zs, z) {
+			zs = append(zs, z)
+		}
+		g.zones = append(g.zones, zs)
 		phases[i] = time.Duration(hash64(d.ID, seed) % uint64(time.Minute))
 	}
 	for _, p := range order {
@@ -152,6 +162,15 @@ func NewCameras(cfg CameraConfig, c *city.City, cams []*city.Device, traffic *Tr
 	k.hb = newTicker(time.Minute, phases, start)
 	k.blur = newPoisson(float64(len(cams))*cfg.BlurPerDay/86400, &flat, rng, start)
 	return k
+}
+
+func anyActive(zs []*city.Zone, t time.Time) bool {
+	for _, z := range zs {
+		if z.Active(t) {
+			return true
+		}
+	}
+	return false
 }
 
 // flat is a constant rhythm.
@@ -236,8 +255,10 @@ func (k *Cameras) detect(g *camGroup, i int, t time.Time, emit Emit) {
 			}
 		}
 	}
-	// Inside a protected zone nobody walks at night in the background.
-	if d.Zone != "" && (e.Object == "person" || e.Object == "face") && (night || k.c.Zone(d.Zone).Active(t)) {
+	// Inside a protected zone nobody walks at night or in its guarded
+	// hours in the background: zone.night_intrusion sees a person at the
+	// camera's position, whatever the camera was put up for.
+	if zs := g.zones[i]; len(zs) > 0 && (e.Object == "person" || e.Object == "face") && (night || anyActive(zs, t)) {
 		e.Object = "vehicle"
 	}
 	switch e.Object {

@@ -283,6 +283,10 @@ type planter struct {
 	ids     ids
 	hot     map[string]HotlistEntry
 	watch   map[string]WatchlistEntry
+	// lastWatch is the time of the last purchase planted for each
+	// watched identity number.
+	lastWatch map[string]time.Time
+	once      map[string]bool
 }
 
 func (p *planter) expect(rule string, raise bool, kind, id string, from, to time.Time, note string, evidence []string) {
@@ -438,6 +442,11 @@ func (p *planter) station() *city.Device {
 	return ts[p.rng.IntN(len(ts))]
 }
 
+// watchlistSuppress is the suppress of person.watchlist in the default
+// rule pack: a watched buyer's purchases less than this apart are one
+// situation, the later ones updating the alert of the first.
+const watchlistSuppress = 24 * time.Hour
+
 func plantWatchlist(p *planter, in Incident, t time.Time) error {
 	who := p.freshPerson()
 	if !in.NearMiss {
@@ -451,7 +460,17 @@ func plantWatchlist(p *planter, in Incident, t time.Time) error {
 	st := p.station()
 	id := p.purchase(who, st, t, "vehicle", 45, "")
 	note := fmt.Sprintf("%s buys 45 L at %s", who.Name, st.Station)
-	p.expect(RuleWatchlist, !in.NearMiss, "person", "", t, t, note, []string{id})
+	raise := !in.NearMiss
+	if last, ok := p.lastWatch[who.ID]; ok && raise && t.Sub(last) <= watchlistSuppress {
+		// The same watched person again within a day: the purchase
+		// updates the open alert and must not raise a new one.
+		raise = false
+		note += fmt.Sprintf(", %s after the last: an update of the open alert, not a new one", t.Sub(last))
+	}
+	if !in.NearMiss {
+		p.lastWatch[who.ID] = t
+	}
+	p.expect(RuleWatchlist, raise, "person", "", t, t, note, []string{id})
 	p.truth[len(p.truth)-1].Subject.BuyerID = who.ID
 	return nil
 }
@@ -522,6 +541,16 @@ func (p *planter) camera(places ...string) *city.Device {
 	return nil
 }
 
+// usedOnce is used for subjects that must not come again in a later
+// round either.
+func (p *planter) usedOnce(id string) bool {
+	if p.once[id] {
+		return true
+	}
+	p.once[id] = true
+	return false
+}
+
 // used reports whether a device already carries an incident, so that two
 // incidents never share a subject.
 func (p *planter) used(id string) bool {
@@ -584,13 +613,20 @@ func nextLocal(t time.Time, hh, mm int, days ...time.Weekday) time.Time {
 }
 
 func plantNightZone(p *planter, in Incident, t time.Time) error {
+	at := nextLocal(t, 2, 10+p.rng.IntN(30))
+	if in.NearMiss {
+		at = nextLocal(t, 14, 10+p.rng.IntN(30), time.Monday, time.Tuesday, time.Wednesday, time.Thursday, time.Friday)
+	}
+	// Several rounds of a day land in the same night: a zone carries one
+	// planted intrusion a night, or the rule would see one situation.
+	night := at.In(city.Location).Format(time.DateOnly)
 	var d *city.Device
 	for range 1000 {
 		d = p.camera(city.PlaceZone)
 		if d == nil {
 			return errNoSubject
 		}
-		if p.c.Zone(d.Zone).Kind == city.ZoneSchool && !p.used(d.Zone) {
+		if p.c.Zone(d.Zone).Kind == city.ZoneSchool && !p.usedOnce(d.Zone+"@"+night) {
 			break
 		}
 		d = nil
@@ -599,10 +635,8 @@ func plantNightZone(p *planter, in Incident, t time.Time) error {
 		return errNoSubject
 	}
 	z := p.c.Zone(d.Zone)
-	at := nextLocal(t, 2, 10+p.rng.IntN(30))
 	note := fmt.Sprintf("a person inside %s at %s", z.Name, at.In(city.Location).Format("15:04 Mon"))
 	if in.NearMiss {
-		at = nextLocal(t, 14, 10+p.rng.IntN(30), time.Monday, time.Tuesday, time.Wednesday, time.Thursday, time.Friday)
 		note = fmt.Sprintf("a person inside %s at %s, outside its guarded hours", z.Name, at.In(city.Location).Format("15:04 Mon"))
 	}
 	id := p.detection(d, at, "person", "", 1, 0.9)
@@ -689,7 +723,20 @@ func (p *planter) flyingDrone(t time.Time, need time.Duration) (*city.Device, ti
 }
 
 func plantDroneDetection(p *planter, in Incident, t time.Time) error {
-	d, at, start := p.flyingDrone(t, time.Minute)
+	// Not over a protected zone: a person seen there at night is a
+	// zone.night_intrusion as well, which this incident does not plant.
+	var d *city.Device
+	var at, start time.Time
+	var lat, lon, alt float64
+	for range 20 {
+		if d, at, start = p.flyingDrone(t, time.Minute); d == nil {
+			return errNoSubject
+		}
+		if lat, lon, alt, _, _ = p.sim.Drones.Position(d, start, at); len(p.c.ZonesAt(lat, lon)) == 0 {
+			break
+		}
+		d, t = nil, at.Add(time.Minute)
+	}
 	if d == nil {
 		return errNoSubject
 	}
@@ -700,7 +747,6 @@ func plantDroneDetection(p *planter, in Incident, t time.Time) error {
 	if in.NearMiss {
 		behavior = "loitering"
 	}
-	lat, lon, alt, _, _ := p.sim.Drones.Position(d, start, at)
 	e := event.Event{Type: event.TypeDroneDetection, DeviceID: d.ID, Time: at, Lat: lat, Lon: lon, AltM: alt,
 		Object: "person", Behavior: behavior, Count: 3, Confidence: 0.9}
 	id := p.add(e, city.KindDrone)

@@ -1,6 +1,7 @@
 package simulators
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -199,10 +200,11 @@ func New(c *city.City, cfg Config, sc *Scenario) (*Sim, error) {
 	}
 	for i := range c.Devices {
 		d := &c.Devices[i]
-		// Scale thins the many (cameras, fuel terminals); checkpoints,
+		// Scale thins the many (cameras, fuel terminals) by site, so that
+		// the devices that fail together stay together; checkpoints,
 		// drones and patrol units are few and always all there.
 		thin := d.Kind == city.KindCamera || d.Kind == city.KindFuelTerminal
-		if thin && cfg.Scale < 1 && unit(hash64(d.ID, cfg.Seed^0x5ca1e)) >= cfg.Scale {
+		if thin && cfg.Scale < 1 && unit(hash64(cmp.Or(d.Site, d.ID), cfg.Seed^0x5ca1e)) >= cfg.Scale {
 			continue
 		}
 		s.all[d.Kind] = append(s.all[d.Kind], d)
@@ -253,7 +255,8 @@ func (s *Sim) allActive(ids []string) bool {
 
 func (s *Sim) plant(sc *Scenario) error {
 	p := &planter{c: s.City, sim: s, rng: rand.New(rand.NewPCG(s.cfg.Seed, 0x91a7)), silence: s.silence, busy: s.busy,
-		ids: newIDs("plant", s.cfg.Seed), hot: map[string]HotlistEntry{}, watch: map[string]WatchlistEntry{}}
+		ids: newIDs("plant", s.cfg.Seed), hot: map[string]HotlistEntry{}, watch: map[string]WatchlistEntry{},
+		lastWatch: map[string]time.Time{}, once: map[string]bool{}}
 	for _, h := range sc.Hotlist {
 		p.hot[h.Plate] = h
 	}

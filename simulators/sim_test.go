@@ -173,6 +173,17 @@ func TestPlantedIncidents(t *testing.T) {
 			busy[e.DeviceID]++
 		}
 	}
+	// The devices of a silent site are near misses of their own alerts:
+	// the site alert stands for them.
+	inSite := map[string]bool{}
+	sites := s.City.SiteDevices()
+	for _, x := range s.Truth.Expect {
+		if x.Rule == RuleOffline && x.Subject.Kind == "area" {
+			for _, id := range sites[x.Subject.ID] {
+				inSite[id] = true
+			}
+		}
+	}
 	rules := map[string]bool{}
 	for _, x := range s.Truth.Expect {
 		if x.From.After(s.cfg.Start.Add(time.Hour)) {
@@ -196,7 +207,7 @@ func TestPlantedIncidents(t *testing.T) {
 			switch {
 			case x.Rule == RuleOffline && x.Raise && longest < 5*time.Minute:
 				t.Errorf("%s: longest silence %s", x.Subject.ID, longest)
-			case x.Rule == RuleOffline && !x.Raise && longest >= 5*time.Minute:
+			case x.Rule == RuleOffline && !x.Raise && longest >= 5*time.Minute && !inSite[x.Subject.ID]:
 				t.Errorf("near miss %s: silent for %s", x.Subject.ID, longest)
 			case x.Rule == RuleLinkLost && x.Raise && longest < 30*time.Second:
 				t.Errorf("drone %s: longest silence %s", x.Subject.ID, longest)

@@ -75,8 +75,8 @@ func (c SinkConfig) Validate() error {
 	return nil
 }
 
-// Sink is the storage role: it consumes the normalised events and the DLQ
-// in its own consumer group and inserts them into ClickHouse in batches.
+// Sink is the storage role: it consumes the normalised events, the DLQ and
+// the alerts (every lifecycle message) in its own consumer group and inserts them into ClickHouse in batches.
 // Offsets are committed only after the insert succeeded; a replay after a
 // crash inserts the same rows again, which the tables' deduplication and
 // the project's queries absorb.
@@ -91,6 +91,7 @@ type Sink struct {
 
 	eventsTopic string
 	dlqTopic    string
+	alertsTopic string
 	crashHook   func() error
 	storedHook  func(eventTimesMs []int64, at time.Time)
 }
@@ -111,11 +112,12 @@ func NewSink(cfg SinkConfig, kc kafkaio.Config, db *DB, reg prometheus.Registere
 		now:         time.Now,
 		eventsTopic: kc.Topic(kafkaio.TopicEvents),
 		dlqTopic:    kc.Topic(kafkaio.TopicDLQ),
+		alertsTopic: kc.Topic(kafkaio.TopicAlerts),
 	}, nil
 }
 
 // Topics returns the full names of the topics the sink consumes.
-func (s *Sink) Topics() []string { return []string{s.eventsTopic, s.dlqTopic} }
+func (s *Sink) Topics() []string { return []string{s.eventsTopic, s.dlqTopic, s.alertsTopic} }
 
 // Group returns the consumer group.
 func (s *Sink) Group() string { return s.cfg.Group }
@@ -156,7 +158,7 @@ func (s *Sink) Run(ctx context.Context) error {
 			Buffer:     s.cfg.BatchRows,
 		}, s.kmet, s.log,
 			// Two batches: one fills while the other is inserted.
-			&sinkHandler{s: s, batch: NewBatch()}, &sinkHandler{s: s, batch: NewBatch()})
+			&sinkHandler{s: s, batch: NewBatch(), alerts: &AlertRows{}}, &sinkHandler{s: s, batch: NewBatch(), alerts: &AlertRows{}})
 		if s.crashHook != nil {
 			c.SetBeforeCommit(s.crashHook)
 		}
@@ -201,7 +203,10 @@ type sinkHandler struct {
 	ev    event.Event
 	rej   event.Rejected
 	batch *Batch
-	rows  int
+	// alerts holds the batch's alert messages (every lifecycle message
+	// is a row), inserted after the events.
+	alerts *AlertRows
+	rows   int
 	// times holds the device times (Unix ms) of the batch's events, for
 	// the storage-latency histogram.
 	times []int64
@@ -228,6 +233,12 @@ func (h *sinkHandler) Add(m *kafka.Message) {
 			return
 		}
 		h.batch.AddRejected(&h.rej)
+	case s.alertsTopic:
+		if err := h.alerts.AddAlert(m.Value, m.Time); err != nil {
+			s.metrics.undecodable.WithLabelValues("alerts").Inc()
+			s.log.Error("cannot decode alert; skipped", "partition", m.Partition, "offset", m.Offset, "err", err)
+			return
+		}
 	default:
 		return
 	}
@@ -235,11 +246,13 @@ func (h *sinkHandler) Add(m *kafka.Message) {
 }
 
 // Full implements kafkaio.Handler.
-func (h *sinkHandler) Full() bool { return h.batch.MaxTableLen() >= h.s.cfg.BatchRows }
+func (h *sinkHandler) Full() bool {
+	return max(h.batch.MaxTableLen(), h.alerts.Len()) >= h.s.cfg.BatchRows
+}
 
 // Flush implements kafkaio.Handler.
 func (h *sinkHandler) Flush(ctx context.Context) error {
-	if h.batch.Len() == 0 {
+	if h.batch.Len() == 0 && h.alerts.Len() == 0 {
 		h.rows = 0
 		h.times = h.times[:0]
 		return nil
@@ -247,13 +260,20 @@ func (h *sinkHandler) Flush(ctx context.Context) error {
 	ictx, cancel := context.WithTimeout(ctx, h.s.cfg.InsertTimeout)
 	defer cancel()
 	start := time.Now()
+	// Events, then alerts; a failure retries both, and the copies of
+	// what was inserted collapse.
 	if err := h.s.db.Insert(ictx, h.batch); err != nil {
 		h.s.metrics.insertErrors.Inc()
 		return err
 	}
+	if err := h.s.db.InsertAlerts(ictx, h.alerts); err != nil {
+		h.s.metrics.insertErrors.Inc()
+		return err
+	}
+	n := h.batch.Len() + h.alerts.Len()
 	h.s.metrics.insertSeconds.Observe(time.Since(start).Seconds())
-	h.s.metrics.batchRows.Observe(float64(h.batch.Len()))
-	h.s.metrics.rows.Add(float64(h.batch.Len()))
+	h.s.metrics.batchRows.Observe(float64(n))
+	h.s.metrics.rows.Add(float64(n))
 	now := h.s.now()
 	nowMs := now.UnixMilli()
 	for _, t := range h.times {
@@ -264,6 +284,7 @@ func (h *sinkHandler) Flush(ctx context.Context) error {
 	}
 	h.times = h.times[:0]
 	h.batch.Reset()
+	h.alerts.Reset()
 	h.rows = 0
 	return nil
 }

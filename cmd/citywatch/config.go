@@ -15,6 +15,7 @@ import (
 
 	"citywatch/ingest"
 	"citywatch/internal/kafkaio"
+	"citywatch/rules"
 	"citywatch/store"
 	"citywatch/web"
 )
@@ -27,6 +28,7 @@ type Config struct {
 	ClickHouse store.Config     `yaml:"clickhouse"`
 	Ingest     ingest.Config    `yaml:"ingest"`
 	Sink       store.SinkConfig `yaml:"sink"`
+	Rules      rules.RoleConfig `yaml:"rules"`
 	HTTP       web.Config       `yaml:"http"`
 	// Timezone is the local zone for schedules, display and GA/T 1400
 	// times (CITYWATCH_TZ).
@@ -111,6 +113,7 @@ func (c *Config) setDefaults() {
 	c.ClickHouse.SetDefaults()
 	c.Ingest.SetDefaults()
 	c.Sink.SetDefaults()
+	c.Rules.SetDefaults()
 	c.HTTP.SetDefaults()
 	if c.Timezone == "" {
 		c.Timezone = "Asia/Shanghai"
@@ -147,6 +150,14 @@ func (c Config) validate(roles map[string]bool, needKafka bool) error {
 	if roles["sink"] {
 		if err := c.Sink.Validate(); err != nil {
 			return err
+		}
+	}
+	if roles["rules"] {
+		if err := c.Rules.Validate(); err != nil {
+			return err
+		}
+		if len(c.PseudonymKey) < 16 {
+			return errors.New("CITYWATCH_PSEUDONYM_KEY: the rules role needs the secret ingest uses (at least 16 bytes), to match the watchlist")
 		}
 	}
 	if roles["sink"] || roles["migrate"] {

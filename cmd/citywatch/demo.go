@@ -7,9 +7,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
+	"citywatch/internal/city"
 	"citywatch/internal/kafkaio"
 	"citywatch/simulators"
 )
@@ -17,8 +20,10 @@ import (
 func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	rate := fs.Int("rate", 3000, "simulated device messages per second")
-	seed := fs.Uint64("seed", 1, "seed of the simulated stream")
+	scale := fs.Float64("scale", 1, "share of the city's devices to simulate (1: the real city, a few thousand events/s)")
+	speedup := fs.Float64("speedup", 1, "simulated seconds per wall-clock second")
+	seed := fs.Uint64("seed", 1, "seed of the simulated city's traffic")
+	scenario := fs.String("scenario", "default", "scenario of planted incidents (a name or a file; empty: background only)")
 	noSink := fs.Bool("no-sink", false, "run without ClickHouse (no storage)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -30,11 +35,41 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if len(cfg.PseudonymKey) == 0 {
 		cfg.PseudonymKey = randomKey()
 	}
-	roles := map[string]bool{"ingest": true, "sink": !*noSink, "web": true}
+	roles := map[string]bool{"ingest": true, "rules": true, "sink": !*noSink, "web": true}
 	if err := cfg.validate(roles, false); err != nil {
 		return fmt.Errorf("invalid configuration: %w", err)
 	}
 	log := newLogger(stderr, cfg.LogLevel)
+
+	// The simulated city, with a scenario that keeps planting incidents so
+	// that the operator always has something real to look at; its hotlist
+	// and watchlist become the rules role's lists unless others are set.
+	c, err := city.Default()
+	if err != nil {
+		return err
+	}
+	sc := simulators.Config{Seed: *seed, Scale: *scale, Start: time.Now().Truncate(time.Second).In(city.Location)}
+	var scen *simulators.Scenario
+	if *scenario != "" {
+		if scen, err = simulators.LoadScenario(*scenario); err != nil {
+			return err
+		}
+	}
+	sim, err := simulators.New(c, sc, scen)
+	if err != nil {
+		return err
+	}
+	if scen != nil && cfg.Hotlist == "" && cfg.Watchlist == "" {
+		dir, err := os.MkdirTemp("", "citywatch-demo-")
+		if err != nil {
+			return fmt.Errorf("cannot make a folder for the scenario's lists: %w", err)
+		}
+		defer os.RemoveAll(dir)
+		if err := writeScenarioFiles(sim, scen, "", dir); err != nil {
+			return err
+		}
+		cfg.Hotlist, cfg.Watchlist = filepath.Join(dir, "hotlist.csv"), filepath.Join(dir, "watchlist.csv")
+	}
 
 	if len(cfg.Kafka.Brokers) == 0 {
 		broker, err := kafkaio.StartEmbedded(cfg.Kafka)
@@ -64,11 +99,10 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 
 	w := cfg.Kafka.NewWriter()
-	gen := simulators.NewGenerator(simulators.GeneratorConfig{Seed: *seed, BadShare: 0.01, DupShare: 0.01, LateShare: 0.02})
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		pubErr = simulators.Publish(ctx, gen, w, cfg.Kafka.TopicPrefix, *rate)
+		pubErr = runSim(ctx, sim, w, cfg.Kafka.TopicPrefix, sc.Start, 0, *speedup, time.Hour, io.Discard)
 		if pubErr != nil {
 			cancel()
 		}
@@ -83,13 +117,14 @@ citywatch demo is running.
   web UI:      http://%s/
   metrics:     http://%s/metrics
   Kafka:       %s (embedded broker; topics %s*)
-  simulated:   %d messages/s of every event type, with 1%% bad input and 1%% resends
-`, host, host, strings.Join(cfg.Kafka.Brokers, ","), cfg.Kafka.TopicPrefix, *rate)
+  simulated:   Xiangyang at scale %g (%d devices), %gx real time, scenario %q
+`, host, host, strings.Join(cfg.Kafka.Brokers, ","), cfg.Kafka.TopicPrefix, *scale, len(c.Devices), *speedup, *scenario)
 	if roles["sink"] {
 		fmt.Fprintf(stdout, `  ClickHouse:  %s, database %s; for example
     clickhouse-client --query "SELECT type, count() FROM %s.events FINAL GROUP BY type"
     clickhouse-client --query "SELECT code, count() FROM %s.rejected FINAL GROUP BY code"
-`, strings.Join(cfg.ClickHouse.Addr, ","), cfg.ClickHouse.Database, cfg.ClickHouse.Database, cfg.ClickHouse.Database)
+    clickhouse-client --query "SELECT rule, status, count() FROM %s.alerts FINAL GROUP BY rule, status"
+`, strings.Join(cfg.ClickHouse.Addr, ","), cfg.ClickHouse.Database, cfg.ClickHouse.Database, cfg.ClickHouse.Database, cfg.ClickHouse.Database)
 	}
 	fmt.Fprintln(stdout, "Stop with Ctrl-C.")
 

@@ -24,7 +24,7 @@ var commands []command
 
 func init() {
 	commands = []command{
-		{"demo", "[--rate N] [--no-sink]", "the whole system in one process: embedded Kafka-protocol broker, simulated devices, every role, web UI on :8080", cmdDemo},
+		{"demo", "[--scale F] [--speedup F] [--scenario NAME] [--no-sink]", "the whole system in one process: embedded Kafka-protocol broker, simulated devices, every role, web UI on :8080", cmdDemo},
 		{"run", "--roles ingest,rules,dispatch,sink,web [--check-config]", "the chosen roles against an external Kafka cluster and ClickHouse", cmdRun},
 		{"gateway", "", "the RTP and GA/T 1400 gateway", notBuilt("gateway", "the RTP and GA/T 1400 gateway")},
 		{"sim", "[--scale F] [--rate F] [--duration D] [--speedup F] [--seed N] [--scenario FILE] [--truth FILE]", "the simulators against a Kafka cluster, optionally with a scenario of planted incidents", cmdSim},

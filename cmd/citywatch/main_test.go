@@ -48,6 +48,7 @@ func TestParseRoles(t *testing.T) {
 		wantErr string
 	}{
 		{"ingest,sink,web", ""},
+		{"ingest,rules,sink,web", ""},
 		{"ingest, sink", ""},
 		{"", "name at least one role"},
 		{"ingest,frob", `unknown role "frob"`},
@@ -136,7 +137,7 @@ func get(t *testing.T, url string) (int, string) {
 	return res.StatusCode, string(b)
 }
 
-// TestRunRoles wires ingest, sink and web as `citywatch run` does, against
+// TestRunRoles wires ingest, rules, sink and web as `citywatch run` does, against
 // an in-process broker and the real ClickHouse, and checks the metrics the
 // foundation promises.
 func TestRunRoles(t *testing.T) {
@@ -154,7 +155,7 @@ func TestRunRoles(t *testing.T) {
 	}
 	defer broker.Close()
 	cfg.Kafka.Brokers = broker.Brokers()
-	roles := map[string]bool{"ingest": true, "sink": true, "web": true}
+	roles := map[string]bool{"ingest": true, "rules": true, "sink": true, "web": true}
 	if err := cfg.validate(roles, true); err != nil {
 		t.Fatal(err)
 	}
@@ -184,6 +185,8 @@ func TestRunRoles(t *testing.T) {
 		"citywatch_kafka_batch_messages",
 		"citywatch_sink_insert_seconds",
 		"citywatch_sink_rows_written_total",
+		"citywatch_rules_watermark_seconds",
+		"citywatch_rules_replayed_events_total",
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {

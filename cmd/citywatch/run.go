@@ -16,14 +16,17 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"citywatch/event"
 	"citywatch/ingest"
+	"citywatch/internal/city"
 	"citywatch/internal/kafkaio"
+	"citywatch/rules"
 	"citywatch/store"
 	"citywatch/web"
 )
 
 var knownRoles = []string{"ingest", "rules", "dispatch", "sink", "web"}
-var builtRoles = []string{"ingest", "sink", "web"}
+var builtRoles = []string{"ingest", "rules", "sink", "web"}
 
 func parseRoles(s string) (map[string]bool, error) {
 	roles := map[string]bool{}
@@ -45,7 +48,7 @@ func parseRoles(s string) (map[string]bool, error) {
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	rolesFlag := fs.String("roles", "ingest,sink,web", "comma-separated roles to run")
+	rolesFlag := fs.String("roles", "ingest,rules,sink,web", "comma-separated roles to run")
 	check := fs.Bool("check-config", false, "validate the configuration and exit")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -108,6 +111,26 @@ func runRoles(ctx context.Context, cfg Config, roles map[string]bool, log *slog.
 		}
 		lagGroups[in.Group()] = in.Topics()
 		rs = append(rs, role{"ingest", in.Run})
+	}
+	if roles["rules"] {
+		p, err := event.NewPseudonymizer(cfg.PseudonymKey)
+		if err != nil {
+			return fmt.Errorf("cannot use pseudonym key: %w", err)
+		}
+		rc := cfg.Rules
+		rc.Hotlist, rc.Watchlist = cfg.Hotlist, cfg.Watchlist
+		c, err := city.Default()
+		if err != nil {
+			return fmt.Errorf("cannot load the city model: %w", err)
+		}
+		ecfg := rules.CityConfig(c)
+		ecfg.TimeZone = cfg.Timezone
+		r, err := rules.NewRole(rc, ecfg, cfg.Kafka, p, nil, reg, km, log)
+		if err != nil {
+			return err
+		}
+		lagGroups[r.Group()] = r.Topics()
+		rs = append(rs, role{"rules", r.Run})
 	}
 	if roles["sink"] {
 		db, err := store.Open(setupCtx, cfg.ClickHouse)

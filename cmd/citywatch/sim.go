@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -23,7 +24,11 @@ import (
 // cmdSim runs the simulated city against the Kafka cluster of
 // CITYWATCH_KAFKA_BROKERS, optionally with a scenario whose truth (the
 // alerts it must and must not raise) and hotlist and watchlist it writes.
+// `citywatch sim verify` checks the alerts of such a run against its truth.
 func cmdSim(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "verify" {
+		return cmdSimVerify(ctx, args[1:], stdout, stderr)
+	}
 	fs := flag.NewFlagSet("sim", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var sc simulators.Config
@@ -43,6 +48,10 @@ func cmdSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	listsDir := fs.String("lists", "", "write the scenario's hotlist.csv and watchlist.csv into this directory")
 	progress := fs.Duration("progress", 5*time.Second, "how often to print progress")
 	dryRun := fs.Bool("dry-run", false, "generate without Kafka and print the figures")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: citywatch sim [flags]\n       citywatch sim verify --truth FILE [--alerts FILE] [flags] (see citywatch sim verify -h)\n\nFlags:")
+		fs.PrintDefaults()
+	}
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -219,4 +228,126 @@ func printProgress(out io.Writer, sim *simulators.Sim, simulated, wall time.Dura
 	}
 	fmt.Fprintf(out, "sim %s: %.0f msg/s | %s | planted %d\n", simulated.Truncate(time.Second), float64(n)/wall.Seconds(),
 		strings.Join(parts, ", "), sim.Planted())
+}
+
+// errVerifyFailed is returned by `citywatch sim verify` when a planted
+// incident was missed or a near miss raised an alert; the report says
+// which.
+var errVerifyFailed = errors.New("the alerts do not match the truth")
+
+// cmdSimVerify reads the truth file of a scenario run and the alerts
+// citywatch produced (a file of alert JSON lines, or the alerts topic from
+// its start to its end at the time of the call) and prints recall, near
+// misses that fired, false alarms and detection latency per rule.
+func cmdSimVerify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("sim verify", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	truthFile := fs.String("truth", "", "truth file written by `citywatch sim --truth` (required)")
+	alertsFile := fs.String("alerts", "", `file of alert messages, one JSON object a line ("-": standard input; default: the alerts topic of CITYWATCH_KAFKA_BROKERS)`)
+	ruleList := fs.String("rules", "", "check only these rule ids, comma-separated (default: every rule)")
+	slack := fs.Duration("slack", 0, "widen every expected window by this much on both sides (runs with --skew)")
+	strict := fs.Bool("strict", true, "exit non-zero when an incident was missed or a near miss raised an alert")
+	maxLines := fs.Int("max-lines", 20, "list at most this many misses, near misses, duplicates and false alarms of each kind (0: all)")
+	timeout := fs.Duration("timeout", time.Minute, "give up reading the alerts topic after this long")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *truthFile == "" {
+		return errors.New("--truth is required")
+	}
+	b, err := os.ReadFile(*truthFile)
+	if err != nil {
+		return fmt.Errorf("cannot read truth: %w", err)
+	}
+	var truth simulators.Truth
+	if err := json.Unmarshal(b, &truth); err != nil {
+		return fmt.Errorf("cannot decode truth %s: %w", *truthFile, err)
+	}
+	if err := pseudonymizeTruth(&truth, stderr); err != nil {
+		return err
+	}
+
+	var alerts []simulators.Alert
+	switch *alertsFile {
+	case "":
+		cfg, err := loadConfig(os.Getenv)
+		if err != nil {
+			return err
+		}
+		if len(cfg.Kafka.Brokers) == 0 {
+			return errors.New("CITYWATCH_KAFKA_BROKERS is not set (or use --alerts FILE)")
+		}
+		rctx, cancel := context.WithTimeout(ctx, *timeout)
+		defer cancel()
+		var bad int
+		if alerts, bad, err = simulators.ReadAlertsTopic(rctx, cfg.Kafka.Brokers, cfg.Kafka.Topic(kafkaio.TopicAlerts)); err != nil {
+			return err
+		}
+		if bad > 0 {
+			fmt.Fprintf(stderr, "warning: %d messages of the alerts topic are not alerts; skipped\n", bad)
+		}
+	case "-":
+		if alerts, err = simulators.ReadAlerts(os.Stdin); err != nil {
+			return err
+		}
+	default:
+		f, err := os.Open(*alertsFile)
+		if err != nil {
+			return fmt.Errorf("cannot read alerts: %w", err)
+		}
+		alerts, err = simulators.ReadAlerts(f)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("%s: %w", *alertsFile, err)
+		}
+	}
+
+	var opt simulators.VerifyOptions
+	opt.Slack = *slack
+	if *ruleList != "" {
+		for r := range strings.SplitSeq(*ruleList, ",") {
+			if r = strings.TrimSpace(r); r != "" {
+				opt.Rules = append(opt.Rules, r)
+			}
+		}
+	}
+	rep := simulators.Verify(&truth, alerts, opt)
+	fmt.Fprintf(stdout, "scenario %s, seed %d, %s – %s: %d expectations, %d alert messages\n", truth.Scenario, truth.Seed,
+		truth.Start.Format(time.RFC3339), truth.End.Format(time.RFC3339), len(truth.Expect), len(alerts))
+	if err := rep.Write(stdout, *maxLines); err != nil {
+		return err
+	}
+	if len(truth.Skipped) > 0 {
+		fmt.Fprintf(stdout, "not planted (%d): %s\n", len(truth.Skipped), strings.Join(truth.Skipped, "; "))
+	}
+	if *strict && !rep.OK() {
+		return errVerifyFailed
+	}
+	return nil
+}
+
+// pseudonymizeTruth turns the identity numbers of a truth written without
+// CITYWATCH_PSEUDONYM_KEY into the pseudonyms that alerts carry, when the
+// key is set now; without it those expectations cannot match.
+func pseudonymizeTruth(t *simulators.Truth, stderr io.Writer) error {
+	n := 0
+	for _, x := range t.Expect {
+		if x.Subject.Kind == "person" && x.Subject.BuyerID != "" {
+			n++
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	key := os.Getenv("CITYWATCH_PSEUDONYM_KEY")
+	if key == "" {
+		fmt.Fprintf(stderr, "warning: %d person expectations hold identity numbers and CITYWATCH_PSEUDONYM_KEY is not set: they cannot match\n", n)
+		return nil
+	}
+	p, err := event.NewPseudonymizer([]byte(key))
+	if err != nil {
+		return err
+	}
+	t.Pseudonymize(p)
+	return nil
 }

@@ -1,0 +1,477 @@
+package rules
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"citywatch/event"
+)
+
+// restore rebuilds the engine's state from Kafka before the group joins:
+// the alerts topic read back, the open alerts reopened, the input replayed
+// with the check of replayCheck, the engine advanced to the present. The
+// doc of Role says why and what it promises. Lost alerts it finds are
+// queued; the caller writes them.
+func (r *Role) restore(ctx context.Context) error {
+	start := r.now()
+	horizon := r.cfg.Replay
+	if horizon == 0 {
+		horizon = r.eng.RuleSet().Horizon()
+	}
+	check, err := r.readAlerts(ctx, start.Add(-r.cfg.AlertsLookback))
+	if err != nil {
+		return fmt.Errorf("cannot restore rules state: %w", err)
+	}
+	check.until = start.Add(horizon).UnixMilli()
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.check = check
+	r.eng.installPending()
+	open := make([]*knownAlert, 0, len(check.known))
+	for _, k := range check.known {
+		if !k.resolved && !k.shadow {
+			open = append(open, k)
+		}
+	}
+	// Oldest first, so that the situation table stays ordered by time.
+	slices.SortFunc(open, func(a, b *knownAlert) int { return cmp.Compare(a.last, b.last) })
+	seeded := 0
+	for _, k := range open {
+		if r.eng.seed(&k.latest) {
+			seeded++
+		}
+	}
+
+	replayed, err := r.replay(ctx, start, start.Add(-horizon))
+	if err != nil {
+		return fmt.Errorf("cannot restore rules state: %w", err)
+	}
+	r.eng.adoptSeeded()
+	r.scratch = r.eng.Advance(start, r.scratch[:0])
+	r.queueLocked(start, r.scratch)
+	r.log.Info("rules state restored",
+		"alerts_read", check.read, "open_alerts", seeded, "replayed_events", replayed,
+		"replay", horizon.String(), "lost_alerts_found", len(r.pending), "took", r.now().Sub(start).String())
+	return nil
+}
+
+// knownAlert is what the alerts topic holds of one alert.
+type knownAlert struct {
+	firing   bool  // its firing message was read
+	resolved bool  // its resolved message was read
+	shadow   bool  // a replay artefact: every message of it is dropped
+	first    int64 // event time (Unix ms) of its oldest message read
+	last     int64 // event time (Unix ms) of its newest message read
+	latest   Alert // its last message
+}
+
+type ruleSubject struct {
+	rule    string
+	subject Subject
+}
+
+// replayCheck decides, for each message the engine emits after a start,
+// whether the alerts topic already holds it.
+type replayCheck struct {
+	known     map[string]*knownAlert
+	bySubject map[ruleSubject][]*knownAlert
+	read      int
+	// until is the watermark (Unix ms) after which no situation rebuilt
+	// by the replay can still emit a message the topic holds.
+	until int64
+}
+
+// keep reports whether a is news: not on the alerts topic already.
+func (c *replayCheck) keep(a *Alert) bool {
+	t := a.EventTime.UnixMilli()
+	k := c.known[a.ID]
+	if k == nil {
+		if a.Status != StatusFiring {
+			return true // a situation the replay opened and kept
+		}
+		// The topic shows this rule and subject in a situation that was
+		// going on at t under another id: the replay began after its
+		// first event. The new id and all its messages are artefacts.
+		for _, o := range c.bySubject[ruleSubject{a.Rule, a.Subject}] {
+			if t <= o.last && (t >= o.first || !o.firing) {
+				c.known[a.ID] = &knownAlert{shadow: true}
+				return false
+			}
+		}
+		return true
+	}
+	if k.resolved || k.shadow {
+		return false
+	}
+	switch a.Status {
+	case StatusFiring:
+		return false
+	case StatusUpdated:
+		if t <= k.last {
+			return false
+		}
+		k.last = t
+	case StatusResolved:
+		k.resolved = true
+	}
+	return true
+}
+
+// readAlerts reads the alerts topic from the first message raised at or
+// after since to its end.
+func (r *Role) readAlerts(ctx context.Context, since time.Time) (*replayCheck, error) {
+	c := &replayCheck{known: map[string]*knownAlert{}, bySubject: map[ruleSubject][]*knownAlert{}}
+	parts, err := r.partitions(ctx, r.alertsTopic)
+	if err != nil {
+		return nil, err
+	}
+	raisedAt := func(m *kafka.Message) (int64, bool) {
+		a, err := DecodeAlert(m.Value)
+		return a.RaisedAt.UnixMilli(), err == nil
+	}
+	for _, p := range parts {
+		pr, err := openPartition(ctx, r.kc.Brokers, r.alertsTopic, p)
+		if err != nil {
+			return nil, err
+		}
+		from, err := pr.search(pr.first, pr.end, since.UnixMilli(), raisedAt)
+		if err == nil {
+			pr.next = from
+			err = pr.each(func(m *kafka.Message) {
+				a, err := DecodeAlert(m.Value)
+				if err != nil {
+					r.log.Warn("cannot decode alert; skipped", "partition", m.Partition, "offset", m.Offset, "err", err)
+					return
+				}
+				c.add(&a)
+			})
+		}
+		pr.close()
+		if err != nil {
+			return nil, fmt.Errorf("cannot read back %s/%d: %w", r.alertsTopic, p, err)
+		}
+	}
+	return c, nil
+}
+
+func (c *replayCheck) add(a *Alert) {
+	c.read++
+	t := a.EventTime.UnixMilli()
+	k := c.known[a.ID]
+	if k == nil {
+		k = &knownAlert{first: t, last: t}
+		c.known[a.ID] = k
+		key := ruleSubject{a.Rule, a.Subject}
+		c.bySubject[key] = append(c.bySubject[key], k)
+	}
+	k.first, k.last = min(k.first, t), max(k.last, t)
+	switch a.Status {
+	case StatusFiring:
+		k.firing = true
+	case StatusResolved:
+		k.resolved = true
+	}
+	// Messages of one alert share a partition and are read in the order
+	// they were written: this one is the newest so far.
+	k.latest = *a
+}
+
+// replay runs the input from the first event at or after since (earlier
+// where the group's committed offset is earlier) to the end of each
+// partition at the start, partitions merged by event time, and records the
+// end offsets for the consumer to skip. r.mu is held.
+func (r *Role) replay(ctx context.Context, start, since time.Time) (int, error) {
+	parts, err := r.partitions(ctx, r.eventsTopic)
+	if err != nil {
+		return 0, err
+	}
+	committed, err := r.committed(ctx, parts)
+	if err != nil {
+		return 0, err
+	}
+	var dec event.Decoder
+	var ev event.Event
+	eventTime := func(m *kafka.Message) (int64, bool) {
+		err := dec.DecodeNormalized(m.Value, &ev)
+		return ev.Time.UnixMilli(), err == nil
+	}
+	r.skipBelow = map[int]int64{}
+	var cursors []*replayCursor
+	defer func() {
+		for _, c := range cursors {
+			c.pr.close()
+		}
+	}()
+	for _, p := range parts {
+		pr, err := openPartition(ctx, r.kc.Brokers, r.eventsTopic, p)
+		if err != nil {
+			return 0, err
+		}
+		cursors = append(cursors, &replayCursor{pr: pr, dec: event.Decoder{Now: r.now}})
+		r.skipBelow[p] = pr.end
+		from, err := pr.search(pr.first, pr.end, since.UnixMilli(), eventTime)
+		if err != nil {
+			return 0, fmt.Errorf("cannot search %s/%d: %w", r.eventsTopic, p, err)
+		}
+		// Input the group never committed is processed whatever its age,
+		// as a new group processes what is already there.
+		if c, ok := committed[p]; !ok || c < 0 {
+			from = pr.first
+		} else {
+			from = max(min(from, c), pr.first)
+		}
+		pr.next = from
+	}
+	for _, c := range cursors {
+		if err := c.advance(r); err != nil {
+			return 0, err
+		}
+	}
+	n := 0
+	for {
+		var next *replayCursor
+		for _, c := range cursors {
+			if c.ok && (next == nil || c.ev.Time.Before(next.ev.Time)) {
+				next = c
+			}
+		}
+		if next == nil {
+			return n, nil
+		}
+		// Every replayed event arrives at the start, as far as the
+		// engine's clock goes: the watermark moves with the clock only
+		// from the start on. Taking the event times as arrival times
+		// would move it, at the first tick, by the lag of the input
+		// behind the clock, and make the input still to come late. A
+		// silence that spans the restart is therefore raised up to the
+		// downtime later, with the same id.
+		r.scratch = r.eng.Process(start, &next.ev, r.scratch[:0])
+		r.queueLocked(start, r.scratch)
+		n++
+		if r.metrics != nil {
+			r.metrics.replayed.Inc()
+		}
+		if len(r.pending) >= r.cfg.MaxPending {
+			r.mu.Unlock()
+			err := r.flushPending(ctx)
+			r.mu.Lock()
+			if err != nil {
+				return n, err
+			}
+		}
+		if err := next.advance(r); err != nil {
+			return n, err
+		}
+		if n%4096 == 0 && ctx.Err() != nil {
+			return n, ctx.Err()
+		}
+	}
+}
+
+// replayCursor is the head of one partition during the replay.
+type replayCursor struct {
+	pr  *partitionReader
+	dec event.Decoder
+	ev  event.Event
+	ok  bool // ev holds the next event
+}
+
+func (c *replayCursor) advance(r *Role) error {
+	for {
+		m, ok, err := c.pr.read()
+		if err != nil {
+			return fmt.Errorf("cannot replay %s/%d: %w", r.eventsTopic, c.pr.partition, err)
+		}
+		if !ok {
+			c.ok = false
+			return nil
+		}
+		if err := c.dec.DecodeNormalized(m.Value, &c.ev); err != nil {
+			if r.metrics != nil {
+				r.metrics.undecodable.Inc()
+			}
+			continue
+		}
+		c.ok = true
+		return nil
+	}
+}
+
+// partitions lists the partition ids of topic.
+func (r *Role) partitions(ctx context.Context, topic string) ([]int, error) {
+	meta, err := r.kc.Client().Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	if err != nil {
+		return nil, fmt.Errorf("cannot read metadata of %s: %w", topic, err)
+	}
+	var out []int
+	for _, t := range meta.Topics {
+		if t.Error != nil {
+			return nil, fmt.Errorf("cannot read metadata of %s: %w", topic, t.Error)
+		}
+		for _, p := range t.Partitions {
+			out = append(out, p.ID)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// committed returns the group's committed offsets on the events topic; a
+// partition without one is absent or negative.
+func (r *Role) committed(ctx context.Context, parts []int) (map[int]int64, error) {
+	res, err := r.kc.Client().OffsetFetch(ctx, &kafka.OffsetFetchRequest{
+		GroupID: r.cfg.Group,
+		Topics:  map[string][]int{r.eventsTopic: parts},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cannot fetch committed offsets of %s: %w", r.cfg.Group, err)
+	}
+	if errors.Is(res.Error, kafka.GroupIdNotFound) {
+		return map[int]int64{}, nil // a new group: nothing committed
+	}
+	if res.Error != nil {
+		return nil, fmt.Errorf("cannot fetch committed offsets of %s: %w", r.cfg.Group, res.Error)
+	}
+	out := map[int]int64{}
+	for _, p := range res.Topics[r.eventsTopic] {
+		if p.Error == nil {
+			out[p.Partition] = p.CommittedOffset
+		}
+	}
+	return out, nil
+}
+
+// partitionReader reads one partition over a connection to its leader,
+// without a consumer group: the restart reads what is there, from an
+// offset it chooses, up to the end offset it saw when it opened.
+type partitionReader struct {
+	conn       *kafka.Conn
+	partition  int
+	first, end int64
+	next       int64
+	batch      *kafka.Batch
+}
+
+// readTimeout bounds one fetch of the restart's reads.
+const readTimeout = 30 * time.Second
+
+const maxFetchBytes = 16 << 20
+
+func openPartition(ctx context.Context, brokers []string, topic string, p int) (*partitionReader, error) {
+	var conn *kafka.Conn
+	err := errors.New("no broker")
+	for _, b := range brokers {
+		if conn, err = kafka.DialLeader(ctx, "tcp", b, topic, p); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cannot reach the leader of %s/%d: %w", topic, p, err)
+	}
+	first, end, err := conn.ReadOffsets()
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("cannot read offsets of %s/%d: %w", topic, p, err)
+	}
+	return &partitionReader{conn: conn, partition: p, first: first, end: end, next: first}, nil
+}
+
+func (pr *partitionReader) close() {
+	if pr.batch != nil {
+		pr.batch.Close()
+		pr.batch = nil
+	}
+	pr.conn.Close()
+}
+
+// at returns the first message at or after offset off (< end).
+func (pr *partitionReader) at(off int64) (kafka.Message, error) {
+	if pr.batch != nil {
+		pr.batch.Close()
+		pr.batch = nil
+	}
+	if _, err := pr.conn.Seek(off, kafka.SeekAbsolute|kafka.SeekDontCheck); err != nil {
+		return kafka.Message{}, err
+	}
+	if err := pr.conn.SetReadDeadline(time.Now().Add(readTimeout)); err != nil {
+		return kafka.Message{}, err
+	}
+	return pr.conn.ReadMessage(maxFetchBytes)
+}
+
+// search returns the first offset in [lo, hi) whose message's time (by
+// timeOf, Unix ms) is at or after t, or hi when there is none. Times are
+// taken as ascending along the partition, which holds up to the lateness
+// of a device's clock: a binary search, a few dozen reads.
+func (pr *partitionReader) search(lo, hi, t int64, timeOf func(*kafka.Message) (int64, bool)) (int64, error) {
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		m, err := pr.at(mid)
+		if err != nil {
+			return 0, err
+		}
+		if mt, ok := timeOf(&m); ok && mt >= t {
+			hi = mid
+		} else {
+			lo = max(mid, m.Offset) + 1
+		}
+	}
+	return lo, nil
+}
+
+// read returns the next message before end; false when there is none.
+func (pr *partitionReader) read() (kafka.Message, bool, error) {
+	empty := 0
+	for pr.next < pr.end {
+		if pr.batch == nil {
+			if _, err := pr.conn.Seek(pr.next, kafka.SeekAbsolute|kafka.SeekDontCheck); err != nil {
+				return kafka.Message{}, false, err
+			}
+			if err := pr.conn.SetReadDeadline(time.Now().Add(readTimeout)); err != nil {
+				return kafka.Message{}, false, err
+			}
+			pr.batch = pr.conn.ReadBatchWith(kafka.ReadBatchConfig{MinBytes: 1, MaxBytes: maxFetchBytes, MaxWait: time.Second})
+		}
+		m, err := pr.batch.ReadMessage()
+		if err != nil {
+			cerr := pr.batch.Close()
+			pr.batch = nil
+			if !errors.Is(err, io.EOF) {
+				return kafka.Message{}, false, err
+			}
+			if cerr != nil {
+				return kafka.Message{}, false, cerr
+			}
+			if empty++; empty > 3 {
+				return kafka.Message{}, false, fmt.Errorf("no message at offset %d of %d", pr.next, pr.end)
+			}
+			continue
+		}
+		empty = 0
+		if m.Offset < pr.next {
+			continue
+		}
+		pr.next = m.Offset + 1
+		return m, true, nil
+	}
+	return kafka.Message{}, false, nil
+}
+
+// each calls f with every message from next to end.
+func (pr *partitionReader) each(f func(*kafka.Message)) error {
+	for {
+		m, ok, err := pr.read()
+		if err != nil || !ok {
+			return err
+		}
+		f(&m)
+	}
+}

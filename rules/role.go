@@ -1,0 +1,493 @@
+package rules
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+
+	"citywatch/event"
+	"citywatch/internal/kafkaio"
+)
+
+// RoleConfig is the rules role's configuration (the rules section of the
+// configuration file). The engine's time zone and city hooks are not here:
+// the caller passes them in a Config (CITYWATCH_TZ, the city model).
+type RoleConfig struct {
+	// Group is the consumer group of the internal events topic.
+	Group string `yaml:"group"`
+	// File is the rule file; empty means the default rule pack.
+	File string `yaml:"file"`
+	// ReloadInterval is how often the rule file and lists are checked for
+	// changes (SIGHUP reloads at once).
+	ReloadInterval time.Duration `yaml:"reload_interval"`
+	// Lateness, MaxKeys, MaxOpenAlerts and MaxWindowEvents are the engine's
+	// (see Config).
+	Lateness        time.Duration `yaml:"lateness"`
+	MaxKeys         int           `yaml:"max_keys"`
+	MaxOpenAlerts   int           `yaml:"max_open_alerts"`
+	MaxWindowEvents int           `yaml:"max_window_events"`
+	// Replay is how much of the input, in event time before the moment of
+	// a start, is replayed to rebuild the rules' state; 0 means the rule
+	// set's Horizon (24h for the default pack).
+	Replay time.Duration `yaml:"replay"`
+	// AlertsLookback is how far back the alerts topic is read on a start
+	// to learn which alerts are open and which messages were already
+	// written. It should cover the longest outage an absence rule keeps
+	// open (absence.forget, 7 days by default).
+	AlertsLookback time.Duration `yaml:"alerts_lookback"`
+	// MaxWait is the longest an input message waits in a batch; the
+	// batch's alerts are written before its offsets are committed.
+	MaxWait time.Duration `yaml:"max_wait"`
+	// MaxPending bounds the alert messages waiting to be written. When it
+	// is reached the engine is not advanced by the clock (see Role) until
+	// writes succeed again; input waits behind the failing write anyway.
+	MaxPending int `yaml:"max_pending"`
+
+	// Hotlist and Watchlist are the list files (CITYWATCH_HOTLIST,
+	// CITYWATCH_WATCHLIST), set by the caller; empty means the built-in
+	// samples.
+	Hotlist   string `yaml:"-"`
+	Watchlist string `yaml:"-"`
+}
+
+// Defaults of RoleConfig.
+const (
+	DefaultGroup          = "citywatch-rules"
+	DefaultAlertsLookback = DefaultForget
+	DefaultMaxPending     = 10_000
+)
+
+// SetDefaults fills zero fields with their defaults. Replay stays 0 (the
+// rule set's horizon).
+func (c *RoleConfig) SetDefaults() {
+	if c.Group == "" {
+		c.Group = DefaultGroup
+	}
+	if c.ReloadInterval == 0 {
+		c.ReloadInterval = 5 * time.Second
+	}
+	if c.Lateness == 0 {
+		c.Lateness = DefaultLateness
+	}
+	if c.MaxKeys == 0 {
+		c.MaxKeys = DefaultMaxKeys
+	}
+	if c.MaxOpenAlerts == 0 {
+		c.MaxOpenAlerts = DefaultMaxOpenAlerts
+	}
+	if c.MaxWindowEvents == 0 {
+		c.MaxWindowEvents = DefaultMaxWindowEvents
+	}
+	if c.AlertsLookback == 0 {
+		c.AlertsLookback = DefaultAlertsLookback
+	}
+	if c.MaxWait == 0 {
+		c.MaxWait = 5 * time.Millisecond
+	}
+	if c.MaxPending == 0 {
+		c.MaxPending = DefaultMaxPending
+	}
+}
+
+// Validate reports the first field that is not usable, by its YAML name.
+func (c RoleConfig) Validate() error {
+	switch {
+	case c.Group == "":
+		return errors.New("rules.group: must not be empty")
+	case c.ReloadInterval <= 0:
+		return fmt.Errorf("rules.reload_interval: must be positive, got %s", c.ReloadInterval)
+	case c.Replay < 0:
+		return fmt.Errorf("rules.replay: must not be negative, got %s", c.Replay)
+	case c.AlertsLookback <= 0:
+		return fmt.Errorf("rules.alerts_lookback: must be positive, got %s", c.AlertsLookback)
+	case c.MaxWait <= 0:
+		return fmt.Errorf("rules.max_wait: must be positive, got %s", c.MaxWait)
+	case c.MaxPending < 1:
+		return fmt.Errorf("rules.max_pending: must be ≥ 1, got %d", c.MaxPending)
+	}
+	ec := Config{Lateness: c.Lateness, MaxKeys: c.MaxKeys, MaxOpenAlerts: c.MaxOpenAlerts, MaxWindowEvents: c.MaxWindowEvents}
+	ec.SetDefaults()
+	return ec.Validate()
+}
+
+// Writer is the part of *kafka.Writer the role uses: a synchronous write
+// that returns once every message is acknowledged.
+type Writer interface {
+	WriteMessages(ctx context.Context, msgs ...kafka.Message) error
+}
+
+// Role is the rules role: one Engine fed from the internal events topic
+// (consumer group RoleConfig.Group), writing its alerts to the alerts topic
+// keyed by alert id.
+//
+// # Delivery
+//
+// A batch of input is committed only after the alerts it caused are
+// written and acknowledged (kafkaio.Consumer). Alerts raised by the clock
+// (Engine.Advance, on a one-second ticker: device.offline, drone.link_lost,
+// resolutions of quiet alerts) belong to no input message; the ticker
+// writes them at once, and every write, the ticker's and the batches', goes
+// through one queue in the order the engine emitted them, so messages of
+// one alert reach its partition in lifecycle order. An alert raised by the
+// clock and lost in a crash before it was written is raised again by the
+// restart: its id depends only on event times (the key's last event plus
+// the silence), and the restart recomputes it (see below).
+//
+// # Restart
+//
+// State is rebuilt from Kafka on every start, in three steps, before the
+// consumer group joins:
+//
+//  1. The alerts topic is read back over AlertsLookback (by raised_at).
+//     The last message of every alert tells whether it is open; open
+//     alerts are reopened in the engine under their own ids (seed), so
+//     that a situation that began before the replayed input is continued,
+//     not raised again.
+//  2. The input topic is replayed from the first event of the replay
+//     horizon (Replay, by event time; earlier if the group's committed
+//     offset is earlier, so that input never processed is processed) up to
+//     its end at the start, partitions merged by event time. The messages
+//     the engine emits are checked against what step 1 read: a firing of
+//     an alert already there, an update carrying no event newer than the
+//     alert's last message, a resolution already written, and every
+//     message of a situation the topic already shows under another id
+//     (one whose first event the replay missed) are dropped; the rest were
+//     lost (computed before a crash, never written) and are written now.
+//  3. Absence rules adopt the open alerts of keys the replay did not see.
+//     The replayed events count as arrived at the start: from then on the
+//     clock moves the watermark while no input arrives, as it does live.
+//     A silence that began before a crash is therefore raised up to the
+//     downtime later than live, under the same id, never lost.
+//
+// The group then consumes from its committed offset; messages below the
+// end offsets of step 2 were replayed already and are skipped. The check
+// of step 2 stays in force until the watermark has moved a horizon past
+// the start, because situations recomputed from the replay may still emit
+// their resolution.
+//
+// Replay rather than a checkpoint of the state: every kind's state is
+// rebuilt by the code that builds it live, so there is no second format
+// to keep in step with seven kinds, and a changed rule file takes effect on
+// the replayed input too. The cost is a start time proportional to the
+// input of one horizon (at a few thousand events per second and 24 hours,
+// some minutes), during which alerting waits.
+//
+// The engine holds every key, so the group is meant to have one member:
+// a second process in the group would see part of the input and raise
+// what one process would not. Scale-out by key needs repartition topics.
+type Role struct {
+	cfg     RoleConfig
+	kc      kafkaio.Config
+	eng     *Engine
+	rel     *Reloader
+	metrics *Metrics
+	kmet    *kafkaio.Metrics
+	log     *slog.Logger
+	now     func() time.Time
+	writer  Writer
+	// tickEvery is how often the clock advances the engine.
+	tickEvery time.Duration
+	// restored, when not nil, is closed once the restart's restore is
+	// over (for tests).
+	restored chan struct{}
+
+	eventsTopic string
+	alertsTopic string
+	crashHook   func() error
+
+	// mu guards the engine, pending and check: the consumer's handler and
+	// the ticker both run the engine.
+	mu      sync.Mutex
+	pending []kafka.Message
+	check   *replayCheck
+	scratch []Alert
+
+	// writeMu makes the writes of pending messages one at a time, in the
+	// order the messages were queued.
+	writeMu sync.Mutex
+
+	// skipBelow holds, per partition of the events topic, the end offset
+	// that the restart replayed up to; written before the consumer starts
+	// and read-only after.
+	skipBelow map[int]int64
+}
+
+// NewRole returns the rules role. ecfg carries the engine's time zone and
+// city hooks (its numeric fields are taken from cfg); p turns the
+// watchlist's ID numbers into pseudonyms and must use the key ingest uses.
+// w writes the alerts; nil means a writer of kc's, closed when Run returns.
+// The rule file and lists are loaded here, so that a broken file stops the
+// start.
+func NewRole(cfg RoleConfig, ecfg Config, kc kafkaio.Config, p *event.Pseudonymizer, w Writer, reg prometheus.Registerer, km *kafkaio.Metrics, log *slog.Logger) (*Role, error) {
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("role", "rules")
+	ecfg.Lateness, ecfg.MaxKeys, ecfg.MaxOpenAlerts, ecfg.MaxWindowEvents = cfg.Lateness, cfg.MaxKeys, cfg.MaxOpenAlerts, cfg.MaxWindowEvents
+	r := &Role{
+		cfg:         cfg,
+		kc:          kc,
+		kmet:        km,
+		log:         log,
+		now:         time.Now,
+		tickEvery:   time.Second,
+		writer:      w,
+		eventsTopic: kc.Topic(kafkaio.TopicEvents),
+		alertsTopic: kc.Topic(kafkaio.TopicAlerts),
+	}
+	if reg != nil {
+		r.metrics = NewMetrics(reg)
+	}
+	rel, err := NewReloader(ReloaderConfig{
+		RulesPath:     cfg.File,
+		HotlistPath:   cfg.Hotlist,
+		WatchlistPath: cfg.Watchlist,
+		Interval:      cfg.ReloadInterval,
+	}, p, nil, r.metrics, log)
+	if err != nil {
+		return nil, err
+	}
+	rs, err := rel.Load()
+	if err != nil {
+		return nil, fmt.Errorf("cannot load rules: %w", err)
+	}
+	if r.eng, err = New(ecfg, rs, r.metrics); err != nil {
+		return nil, err
+	}
+	rel.apply = r.eng.Offer
+	r.rel = rel
+	return r, nil
+}
+
+// Group returns the consumer group.
+func (r *Role) Group() string { return r.cfg.Group }
+
+// Topics returns the full names of the topics the role consumes.
+func (r *Role) Topics() []string { return []string{r.eventsTopic} }
+
+// SetCrashHook makes the role stop without committing when f returns an
+// error between a durable write and its commit. It is for failure tests.
+func (r *Role) SetCrashHook(f func() error) { r.crashHook = f }
+
+// Run restores the state (see Role), then consumes until ctx is done.
+// Stopping order: the consumer stops fetching, writes the open batch's
+// alerts and commits; the ticker stops; alerts it raised since are written
+// (bounded by the consumer's shutdown timeout); the writer (if the role's
+// own) is closed; the reloader stops.
+func (r *Role) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	rctx, stopReload := context.WithCancel(ctx)
+	defer func() {
+		stopReload()
+		wg.Wait()
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := r.rel.Run(rctx); err != nil {
+			r.log.Error("rule reloader stopped", "err", err)
+		}
+	}()
+
+	if r.writer == nil {
+		w := r.kc.NewWriter()
+		r.writer = w
+		defer func() {
+			if err := w.Close(); err != nil {
+				r.log.Warn("cannot close alert writer", "err", err)
+			}
+			r.writer = nil
+		}()
+	}
+
+	err := r.restore(ctx)
+	if r.restored != nil {
+		close(r.restored)
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	if err := r.flushPending(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+
+	c := kafkaio.NewConsumer(r.kc, kafkaio.ConsumerConfig{
+		Group:   r.cfg.Group,
+		Topics:  r.Topics(),
+		MaxWait: r.cfg.MaxWait,
+	}, r.kmet, r.log,
+		// One handler: the engine is one goroutine's state, and a batch's
+		// alert write is short, so fetching may pause for it.
+		&handler{r: r, dec: event.Decoder{Now: r.now}})
+	if r.crashHook != nil {
+		c.SetBeforeCommit(r.crashHook)
+	}
+	tctx, stopTicker := context.WithCancel(ctx)
+	var ticker sync.WaitGroup
+	ticker.Add(1)
+	go func() {
+		defer ticker.Done()
+		r.tickLoop(tctx)
+	}()
+	err = c.Run(ctx)
+	stopTicker()
+	ticker.Wait()
+	if err != nil {
+		// A crash (the test hook) or a failed flush: what is pending is
+		// lost as in a crash and recomputed by the next start.
+		return err
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := r.flushPending(sctx); err != nil {
+		return fmt.Errorf("cannot write alerts on shutdown: %w", err)
+	}
+	return nil
+}
+
+// tickLoop advances the engine with the clock every second and writes
+// what it raises. It is the only loop that reads the clock (r.now) for the
+// engine's timers.
+func (r *Role) tickLoop(ctx context.Context) {
+	t := time.NewTicker(r.tickEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			r.advance(r.now())
+			if err := r.flushPending(ctx); err != nil && ctx.Err() == nil {
+				r.log.Warn("cannot write alerts; retrying at the next tick", "err", err)
+			}
+		}
+	}
+}
+
+// advance runs Engine.Advance and queues its alerts. While MaxPending
+// messages wait to be written, the engine is not advanced: its timers wait
+// (must-deliver data is not dropped) and fire once writes succeed again,
+// with the same ids.
+func (r *Role) advance(now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.pending) >= r.cfg.MaxPending {
+		return
+	}
+	r.scratch = r.eng.Advance(now, r.scratch[:0])
+	r.queueLocked(now, r.scratch)
+}
+
+// queueLocked encodes alerts onto the pending queue, dropping those the
+// restart's check finds already written. r.mu is held. Alerts are rare
+// next to events, so each message gets its own buffer: the queue can then
+// be handed to a write without copying.
+func (r *Role) queueLocked(now time.Time, alerts []Alert) {
+	for i := range alerts {
+		a := &alerts[i]
+		if r.check != nil {
+			if !r.check.keep(a) {
+				if r.metrics != nil {
+					r.metrics.restoreDropped.Inc()
+				}
+				continue
+			}
+			a.RaisedAt = now
+		}
+		r.pending = append(r.pending, kafka.Message{
+			Topic: r.alertsTopic,
+			Key:   []byte(a.ID),
+			Value: a.AppendJSON(make([]byte, 0, 512)),
+		})
+	}
+	clear(alerts)
+	if r.check != nil && r.eng.maxEvent != 0 && r.eng.wm > r.check.until {
+		r.check = nil // no situation of the replay can still emit
+	}
+}
+
+// flushPending writes every queued message and returns once Kafka has
+// acknowledged them; on failure they stay queued, in order, for the next
+// try.
+func (r *Role) flushPending(ctx context.Context) error {
+	r.writeMu.Lock()
+	defer r.writeMu.Unlock()
+	r.mu.Lock()
+	msgs := r.pending
+	r.pending = nil
+	r.mu.Unlock()
+	if len(msgs) == 0 {
+		return nil
+	}
+	if err := r.writer.WriteMessages(ctx, msgs...); err != nil {
+		r.mu.Lock()
+		r.pending = append(msgs, r.pending...)
+		r.mu.Unlock()
+		if r.kmet != nil {
+			r.kmet.ProduceError(r.alertsTopic)
+		}
+		return fmt.Errorf("cannot write alerts: %w", err)
+	}
+	if r.kmet != nil {
+		r.kmet.Produced(r.alertsTopic, len(msgs))
+	}
+	return nil
+}
+
+// handler is the consumer's Handler: Add runs the engine, Flush writes.
+type handler struct {
+	r   *Role
+	dec event.Decoder
+	ev  event.Event
+}
+
+// Add implements kafkaio.Handler.
+func (h *handler) Add(m *kafka.Message) {
+	r := h.r
+	if m.Offset < r.skipBelow[m.Partition] {
+		return // replayed by the restart
+	}
+	if err := h.dec.DecodeNormalized(m.Value, &h.ev); err != nil {
+		// Ingest wrote it: a bug or a foreign writer. The payload is not
+		// logged (it may hold anything).
+		if r.metrics != nil {
+			r.metrics.undecodable.Inc()
+		}
+		r.log.Error("cannot decode normalised event; skipped", "partition", m.Partition, "offset", m.Offset, "err", err)
+		return
+	}
+	now := r.now()
+	r.mu.Lock()
+	r.scratch = r.eng.Process(now, &h.ev, r.scratch[:0])
+	if len(r.scratch) > 0 {
+		r.queueLocked(now, r.scratch)
+	}
+	r.mu.Unlock()
+}
+
+// Full implements kafkaio.Handler.
+func (h *handler) Full() bool {
+	h.r.mu.Lock()
+	defer h.r.mu.Unlock()
+	return len(h.r.pending) >= h.r.cfg.MaxPending
+}
+
+// Flush implements kafkaio.Handler: the batch's alerts (and any the ticker
+// queued meanwhile) are written before the batch is committed.
+func (h *handler) Flush(ctx context.Context) error { return h.r.flushPending(ctx) }
