@@ -134,7 +134,6 @@ type coState struct {
 	gen        uint32
 	heap       int
 	common     [placeHistory]int32
-	dropped    uint64
 }
 
 func (s *coState) size() (int, int, uint64) {

@@ -60,13 +60,6 @@ func sitKey(buf []byte, s Subject) []byte {
 	return append(buf, s.ID...)
 }
 
-// isOpen reports whether the rule has an open situation for subject.
-func (x *evalCtx) isOpen(subject Subject) bool {
-	var kb [96]byte
-	_, ok := x.run.sits.get(string(sitKey(kb[:0], subject)))
-	return ok
-}
-
 // raise reports a hit: it opens a situation (a firing message) or, when
 // one is open for the subject and its last evidence is within the rule's
 // suppression window, adds to it (an updated message, only when the hit

@@ -279,7 +279,6 @@ type planter struct {
 	silence map[string][]window
 	busy    map[string][]window
 	truth   []Expectation
-	n       int
 	ids     ids
 	hot     map[string]HotlistEntry
 	watch   map[string]WatchlistEntry
