@@ -158,6 +158,14 @@ func appendFloat(dst []byte, v float64) []byte {
 
 const hexDigits = "0123456789abcdef"
 
+// AppendJSONString appends s as a JSON string, escaped as AppendJSON
+// escapes event fields; other wire encoders (alerts) share it.
+func AppendJSONString(dst []byte, s string) []byte { return appendString(dst, s) }
+
+// AppendJSONFloat appends v as a JSON number in its shortest form, as
+// AppendJSON writes event fields; NaN and infinities become 0.
+func AppendJSONFloat(dst []byte, v float64) []byte { return appendFloat(dst, v) }
+
 // appendString writes s as a JSON string: '"', '\' and control characters
 // escaped, invalid UTF-8 replaced by U+FFFD, everything else as is. No
 // character is written longer than the shortest JSON escape for it, so a

@@ -7,10 +7,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"strconv"
 	"time"
-	"unicode/utf8"
+
+	"citywatch/event"
 )
 
 // Severity is how urgent an alert is.
@@ -132,30 +132,30 @@ func AlertID(rule string, subject Subject, start time.Time) string {
 // allocate when dst has room, except for details of type []string.
 func (a *Alert) AppendJSON(dst []byte) []byte {
 	dst = append(dst, `{"id":`...)
-	dst = appendJSONString(dst, a.ID)
+	dst = event.AppendJSONString(dst, a.ID)
 	dst = append(dst, `,"rule":`...)
-	dst = appendJSONString(dst, a.Rule)
+	dst = event.AppendJSONString(dst, a.Rule)
 	dst = append(dst, `,"severity":`...)
-	dst = appendJSONString(dst, string(a.Severity))
+	dst = event.AppendJSONString(dst, string(a.Severity))
 	dst = append(dst, `,"status":`...)
-	dst = appendJSONString(dst, string(a.Status))
+	dst = event.AppendJSONString(dst, string(a.Status))
 	dst = append(dst, `,"subject":{"kind":`...)
-	dst = appendJSONString(dst, a.Subject.Kind)
+	dst = event.AppendJSONString(dst, a.Subject.Kind)
 	dst = append(dst, `,"id":`...)
-	dst = appendJSONString(dst, a.Subject.ID)
+	dst = event.AppendJSONString(dst, a.Subject.ID)
 	dst = append(dst, `},"event_time":"`...)
 	dst = a.EventTime.AppendFormat(dst, rfc3339Milli)
 	dst = append(dst, `","raised_at":"`...)
 	dst = a.RaisedAt.UTC().AppendFormat(dst, rfc3339Milli)
 	dst = append(dst, `","lat":`...)
-	dst = appendJSONFloat(dst, a.Lat)
+	dst = event.AppendJSONFloat(dst, a.Lat)
 	dst = append(dst, `,"lon":`...)
-	dst = appendJSONFloat(dst, a.Lon)
+	dst = event.AppendJSONFloat(dst, a.Lon)
 	dst = append(dst, `,"district":`...)
-	dst = appendJSONString(dst, a.District)
+	dst = event.AppendJSONString(dst, a.District)
 	if a.CircleID != "" || a.TierMinutes != 0 {
 		dst = append(dst, `,"circle_id":`...)
-		dst = appendJSONString(dst, a.CircleID)
+		dst = event.AppendJSONString(dst, a.CircleID)
 		dst = append(dst, `,"tier_minutes":`...)
 		dst = strconv.AppendInt(dst, int64(a.TierMinutes), 10)
 	}
@@ -164,16 +164,16 @@ func (a *Alert) AppendJSON(dst []byte) []byte {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		dst = appendJSONString(dst, id)
+		dst = event.AppendJSONString(dst, id)
 	}
 	dst = append(dst, `],"summary":`...)
-	dst = appendJSONString(dst, a.Summary)
+	dst = event.AppendJSONString(dst, a.Summary)
 	dst = append(dst, `,"details":{`...)
 	for i, d := range a.Details {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		dst = appendJSONString(dst, d.Name)
+		dst = event.AppendJSONString(dst, d.Name)
 		dst = append(dst, ':')
 		dst = appendJSONValue(dst, d.Value)
 	}
@@ -185,7 +185,7 @@ const rfc3339Milli = "2006-01-02T15:04:05.000Z07:00"
 func appendJSONValue(dst []byte, v any) []byte {
 	switch v := v.(type) {
 	case string:
-		return appendJSONString(dst, v)
+		return event.AppendJSONString(dst, v)
 	case bool:
 		return strconv.AppendBool(dst, v)
 	case int:
@@ -193,14 +193,14 @@ func appendJSONValue(dst []byte, v any) []byte {
 	case int64:
 		return strconv.AppendInt(dst, v, 10)
 	case float64:
-		return appendJSONFloat(dst, v)
+		return event.AppendJSONFloat(dst, v)
 	case []string:
 		dst = append(dst, '[')
 		for i, s := range v {
 			if i > 0 {
 				dst = append(dst, ',')
 			}
-			dst = appendJSONString(dst, s)
+			dst = event.AppendJSONString(dst, s)
 		}
 		return append(dst, ']')
 	case nil:
@@ -213,63 +213,6 @@ func appendJSONValue(dst []byte, v any) []byte {
 		return append(dst, "null"...)
 	}
 	return append(dst, b...)
-}
-
-// appendJSONFloat writes v in its shortest form; NaN and infinities, which
-// no rule computes on purpose, become 0 to keep the output JSON.
-func appendJSONFloat(dst []byte, v float64) []byte {
-	if math.IsNaN(v) || math.IsInf(v, 0) {
-		return append(dst, '0')
-	}
-	abs := math.Abs(v)
-	if abs != 0 && (abs < 1e-6 || abs >= 1e21) {
-		return strconv.AppendFloat(dst, v, 'e', -1, 64)
-	}
-	return strconv.AppendFloat(dst, v, 'f', -1, 64)
-}
-
-const hexDigits = "0123456789abcdef"
-
-// appendJSONString writes s as a JSON string; invalid UTF-8 becomes U+FFFD.
-func appendJSONString(dst []byte, s string) []byte {
-	dst = append(dst, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
-			i++
-			continue
-		}
-		if c >= utf8.RuneSelf {
-			r, size := utf8.DecodeRuneInString(s[i:])
-			if r != utf8.RuneError || size != 1 {
-				i += size
-				continue
-			}
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, `\ufffd`...)
-			i++
-			start = i
-			continue
-		}
-		dst = append(dst, s[start:i]...)
-		switch c {
-		case '"', '\\':
-			dst = append(dst, '\\', c)
-		case '\n':
-			dst = append(dst, '\\', 'n')
-		case '\r':
-			dst = append(dst, '\\', 'r')
-		case '\t':
-			dst = append(dst, '\\', 't')
-		default:
-			dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&15])
-		}
-		i++
-		start = i
-	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
 }
 
 // wireAlert is the JSON form for DecodeAlert.

@@ -10,22 +10,7 @@ import (
 // SetDefaults, is ready to use; the city hooks (Zones, Locate, Site) are
 // optional and filled from the city model by the caller.
 type Config struct {
-	// Lateness is how far behind the highest event time seen an event may
-	// be and still be evaluated; the watermark is stream time minus it.
-	// Default 5s.
-	Lateness time.Duration `yaml:"lateness"`
-	// MaxKeys bounds every per-key table of one rule (plates, buyers,
-	// devices, pairs); the least recently updated key is evicted first.
-	// Default 1,000,000.
-	MaxKeys int `yaml:"max_keys"`
-	// MaxOpenAlerts bounds the open situations of one rule; the oldest is
-	// resolved to make room. Default 100,000.
-	MaxOpenAlerts int `yaml:"max_open_alerts"`
-	// MaxWindowEvents bounds the events one key keeps in a sliding window
-	// (threshold) or history (co-occurrence); the oldest go first. A rule
-	// that needs more than this many events in a window is rejected.
-	// Default 256.
-	MaxWindowEvents int `yaml:"max_window_events"`
+	Limits `yaml:",inline"`
 	// TimeZone names the zone of schedules (CITYWATCH_TZ). Default
 	// Asia/Shanghai.
 	TimeZone string `yaml:"time_zone"`
@@ -97,18 +82,7 @@ const (
 // SetDefaults fills zero fields with their defaults. It loads Location
 // from TimeZone; a zone that cannot be loaded is reported by Validate.
 func (c *Config) SetDefaults() {
-	if c.Lateness == 0 {
-		c.Lateness = DefaultLateness
-	}
-	if c.MaxKeys == 0 {
-		c.MaxKeys = DefaultMaxKeys
-	}
-	if c.MaxOpenAlerts == 0 {
-		c.MaxOpenAlerts = DefaultMaxOpenAlerts
-	}
-	if c.MaxWindowEvents == 0 {
-		c.MaxWindowEvents = DefaultMaxWindowEvents
-	}
+	c.Limits.SetDefaults()
 	if c.TimeZone == "" {
 		c.TimeZone = DefaultTimeZone
 	}
@@ -124,20 +98,68 @@ func (c *Config) SetDefaults() {
 
 // Validate reports the first field that is not usable, by its YAML name.
 func (c *Config) Validate() error {
+	if err := c.Limits.Validate(); err != nil {
+		return err
+	}
 	switch {
-	case c.Lateness < 0:
-		return fmt.Errorf("rules.lateness: must not be negative, got %s", c.Lateness)
-	case c.MaxKeys < 1:
-		return fmt.Errorf("rules.max_keys: must be ≥ 1, got %d", c.MaxKeys)
-	case c.MaxOpenAlerts < 1:
-		return fmt.Errorf("rules.max_open_alerts: must be ≥ 1, got %d", c.MaxOpenAlerts)
-	case c.MaxWindowEvents < 2 || c.MaxWindowEvents > 1<<16:
-		return fmt.Errorf("rules.max_window_events: must be 2–65536, got %d", c.MaxWindowEvents)
 	case c.Location == nil:
 		if _, err := time.LoadLocation(c.TimeZone); err != nil {
 			return fmt.Errorf("rules.time_zone: %w", err)
 		}
 		return errors.New("rules.time_zone: not loaded (call SetDefaults)")
+	}
+	return nil
+}
+
+// Limits are the engine's bounds and its allowed lateness. They are part
+// of both Config and RoleConfig (inline in YAML), with defaults and checks
+// in one place.
+type Limits struct {
+	// Lateness is how far behind the highest event time seen an event may
+	// be and still be evaluated; the watermark is stream time minus it.
+	// Default 5s.
+	Lateness time.Duration `yaml:"lateness"`
+	// MaxKeys bounds every per-key table of one rule (plates, buyers,
+	// devices, pairs); the least recently updated key is evicted first.
+	// Default 1,000,000.
+	MaxKeys int `yaml:"max_keys"`
+	// MaxOpenAlerts bounds the open situations of one rule; the oldest is
+	// resolved to make room. Default 100,000.
+	MaxOpenAlerts int `yaml:"max_open_alerts"`
+	// MaxWindowEvents bounds the events one key keeps in a sliding window
+	// (threshold) or history (co-occurrence); the oldest go first. A rule
+	// that needs more than this many events in a window is rejected.
+	// Default 256.
+	MaxWindowEvents int `yaml:"max_window_events"`
+}
+
+// SetDefaults fills zero limits with their defaults.
+func (l *Limits) SetDefaults() {
+	if l.Lateness == 0 {
+		l.Lateness = DefaultLateness
+	}
+	if l.MaxKeys == 0 {
+		l.MaxKeys = DefaultMaxKeys
+	}
+	if l.MaxOpenAlerts == 0 {
+		l.MaxOpenAlerts = DefaultMaxOpenAlerts
+	}
+	if l.MaxWindowEvents == 0 {
+		l.MaxWindowEvents = DefaultMaxWindowEvents
+	}
+}
+
+// Validate reports the first limit that is not usable, by its YAML name.
+func (l Limits) Validate() error {
+	switch {
+	case l.Lateness < 0:
+		return fmt.Errorf("rules.lateness: must not be negative, got %s", l.Lateness)
+	case l.MaxKeys < 1:
+		return fmt.Errorf("rules.max_keys: must be ≥ 1, got %d", l.MaxKeys)
+	case l.MaxOpenAlerts < 1:
+		return fmt.Errorf("rules.max_open_alerts: must be ≥ 1, got %d", l.MaxOpenAlerts)
+	case l.MaxWindowEvents < 2 || l.MaxWindowEvents > 1<<16:
+		return fmt.Errorf("rules.max_window_events: must be 2–65536, got %d", l.MaxWindowEvents)
 	}
 	return nil
 }

@@ -126,7 +126,7 @@ func TestLateEventsCounted(t *testing.T) {
 	rs, _ := Load([]byte("rules:\n  - {id: any, severity: low, match: {}}\n"), Lists{})
 	reg := prometheus.NewRegistry()
 	m := NewMetrics(reg)
-	eng, err := New(Config{Lateness: 10 * time.Second}, rs, m)
+	eng, err := New(Config{Limits: Limits{Lateness: 10 * time.Second}}, rs, m)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,7 +235,7 @@ func TestBytesPerPlate(t *testing.T) {
 // TestMaxKeysBound checks that a full table evicts the oldest key.
 func TestMaxKeysBound(t *testing.T) {
 	rs, _ := Load([]byte("rules:\n  - {id: v, severity: low, velocity: {max_kmh: 200, within: 1h}}\n"), Lists{})
-	eng, _ := New(Config{MaxKeys: 1000}, rs, nil)
+	eng, _ := New(Config{Limits: Limits{MaxKeys: 1000}}, rs, nil)
 	for i := range 5000 {
 		e := &event.Event{ID: fmt.Sprint(i), Type: event.TypeCheckpointPass, DeviceID: "kk", Time: t0.Add(time.Duration(i) * time.Millisecond),
 			Plate: fmt.Sprintf("鄂F%05d", i), PlateValid: true}

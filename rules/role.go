@@ -26,12 +26,8 @@ type RoleConfig struct {
 	// ReloadInterval is how often the rule file and lists are checked for
 	// changes (SIGHUP reloads at once).
 	ReloadInterval time.Duration `yaml:"reload_interval"`
-	// Lateness, MaxKeys, MaxOpenAlerts and MaxWindowEvents are the engine's
-	// (see Config).
-	Lateness        time.Duration `yaml:"lateness"`
-	MaxKeys         int           `yaml:"max_keys"`
-	MaxOpenAlerts   int           `yaml:"max_open_alerts"`
-	MaxWindowEvents int           `yaml:"max_window_events"`
+	// Limits are the engine's (see Config).
+	Limits `yaml:",inline"`
 	// Replay is how much of the input, in event time before the moment of
 	// a start, is replayed to rebuild the rules' state; 0 means the rule
 	// set's Horizon (24h for the default pack).
@@ -72,18 +68,7 @@ func (c *RoleConfig) SetDefaults() {
 	if c.ReloadInterval == 0 {
 		c.ReloadInterval = 5 * time.Second
 	}
-	if c.Lateness == 0 {
-		c.Lateness = DefaultLateness
-	}
-	if c.MaxKeys == 0 {
-		c.MaxKeys = DefaultMaxKeys
-	}
-	if c.MaxOpenAlerts == 0 {
-		c.MaxOpenAlerts = DefaultMaxOpenAlerts
-	}
-	if c.MaxWindowEvents == 0 {
-		c.MaxWindowEvents = DefaultMaxWindowEvents
-	}
+	c.Limits.SetDefaults()
 	if c.AlertsLookback == 0 {
 		c.AlertsLookback = DefaultAlertsLookback
 	}
@@ -111,9 +96,7 @@ func (c RoleConfig) Validate() error {
 	case c.MaxPending < 1:
 		return fmt.Errorf("rules.max_pending: must be ≥ 1, got %d", c.MaxPending)
 	}
-	ec := Config{Lateness: c.Lateness, MaxKeys: c.MaxKeys, MaxOpenAlerts: c.MaxOpenAlerts, MaxWindowEvents: c.MaxWindowEvents}
-	ec.SetDefaults()
-	return ec.Validate()
+	return c.Limits.Validate()
 }
 
 // Writer is the part of *kafka.Writer the role uses: a synchronous write
@@ -233,7 +216,7 @@ func NewRole(cfg RoleConfig, ecfg Config, kc kafkaio.Config, p *event.Pseudonymi
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("role", "rules")
-	ecfg.Lateness, ecfg.MaxKeys, ecfg.MaxOpenAlerts, ecfg.MaxWindowEvents = cfg.Lateness, cfg.MaxKeys, cfg.MaxOpenAlerts, cfg.MaxWindowEvents
+	ecfg.Limits = cfg.Limits
 	r := &Role{
 		cfg:         cfg,
 		kc:          kc,

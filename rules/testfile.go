@@ -252,7 +252,7 @@ func (tf *TestFile) setup(dir string) (*testEnv, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg := Config{TimeZone: tf.TimeZone, Lateness: tf.Lateness}
+	cfg := Config{TimeZone: tf.TimeZone, Limits: Limits{Lateness: tf.Lateness}}
 	if len(tf.Zones) > 0 {
 		zs := make([]PolygonZone, len(tf.Zones))
 		for i, z := range tf.Zones {
@@ -412,7 +412,7 @@ func describeAlert(a *Alert) string {
 		if i > 0 {
 			d = append(d, ',')
 		}
-		d = appendJSONString(d, x.Name)
+		d = event.AppendJSONString(d, x.Name)
 		d = append(d, ':')
 		d = appendJSONValue(d, x.Value)
 	}
