@@ -17,6 +17,7 @@ import (
 
 	"citywatch/event"
 	"citywatch/internal/kafkaio"
+	"citywatch/internal/kafkaio/kafkatest"
 )
 
 // roleStream is a ten-minute stream of normalised events, in two parts
@@ -106,14 +107,7 @@ type roleHarness struct {
 
 func newRoleHarness(t *testing.T) *roleHarness {
 	t.Helper()
-	kc := kafkaio.Config{Partitions: 4}
-	kc.SetDefaults()
-	broker, err := kafkaio.StartEmbedded(kc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(broker.Close)
-	kc.Brokers = broker.Brokers()
+	kc := kafkatest.Broker(t, 4)
 	w := kc.NewWriter()
 	t.Cleanup(func() { w.Close() })
 	return &roleHarness{t: t, kc: kc, writer: w}

@@ -19,6 +19,7 @@ import (
 
 	"citywatch/ingest"
 	"citywatch/internal/kafkaio"
+	"citywatch/internal/kafkaio/kafkatest"
 	"citywatch/simulators"
 	"citywatch/store"
 )
@@ -55,7 +56,6 @@ func (b *syncBuffer) String() string {
 type pipeline struct {
 	t      *testing.T
 	kc     kafkaio.Config
-	broker *kafkaio.Embedded
 	chCfg  store.Config
 	reg    *prometheus.Registry
 	km     *kafkaio.Metrics
@@ -67,18 +67,11 @@ type pipeline struct {
 
 func newPipeline(t *testing.T, chCfg store.Config) *pipeline {
 	t.Helper()
-	kc := kafkaio.Config{Partitions: 4}
-	kc.SetDefaults()
-	broker, err := kafkaio.StartEmbedded(kc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(broker.Close)
-	kc.Brokers = broker.Brokers()
+	kc := kafkatest.Broker(t, 4)
 	logs := &syncBuffer{}
 	reg := prometheus.NewRegistry()
 	p := &pipeline{
-		t: t, kc: kc, broker: broker, chCfg: chCfg, reg: reg,
+		t: t, kc: kc, chCfg: chCfg, reg: reg,
 		km:   kafkaio.NewMetrics(reg),
 		logs: logs,
 		log:  slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),

@@ -17,6 +17,7 @@ import (
 	"citywatch/event"
 	"citywatch/internal/city"
 	"citywatch/internal/kafkaio"
+	"citywatch/internal/kafkaio/kafkatest"
 	"citywatch/rules"
 	"citywatch/simulators"
 )
@@ -192,14 +193,7 @@ func writeScenarioRun(t *testing.T, dir string, sim *simulators.Sim, alerts []by
 // writes them, and reads them back as citywatch sim verify does.
 func alertsThroughKafka(t *testing.T, lines []byte) []simulators.Alert {
 	t.Helper()
-	kc := kafkaio.Config{Partitions: 4}
-	kc.SetDefaults()
-	broker, err := kafkaio.StartEmbedded(kc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(broker.Close)
-	kc.Brokers = broker.Brokers()
+	kc := kafkatest.Broker(t, 4)
 	if err := kafkaio.EnsureTopics(t.Context(), kc, kafkaio.TopicAlerts); err != nil {
 		t.Fatal(err)
 	}
