@@ -9,6 +9,24 @@ var idWeights = [17]int{7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2}
 // (ISO 7064 MOD 11-2).
 const idCheckChars = "10X98765432"
 
+// IDCheckDigit returns the GB 11643 check character (ISO 7064 MOD 11-2)
+// for the first 17 digits of an ID number, or 0 when first17 is not 17
+// digits. Simulators use it to make valid numbers.
+func IDCheckDigit(first17 string) byte {
+	if len(first17) != 17 {
+		return 0
+	}
+	sum := 0
+	for i := range 17 {
+		c := first17[i] - '0'
+		if c > 9 {
+			return 0
+		}
+		sum += int(c) * idWeights[i]
+	}
+	return idCheckChars[sum%11]
+}
+
 // idCheck classifies s as an ID number: format reports 18 characters, 17
 // digits then a digit or X/x; check reports that the check character is
 // also right.

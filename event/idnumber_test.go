@@ -130,3 +130,18 @@ func FuzzIDNumber(f *testing.F) {
 		}
 	})
 }
+
+func TestIDCheckDigit(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want byte
+	}{
+		{"11010519491231002", 'X'},
+		{"1101051949123100", 0},
+		{"1101051949123100a", 0},
+	} {
+		if got := IDCheckDigit(tt.in); got != tt.want {
+			t.Errorf("IDCheckDigit(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}

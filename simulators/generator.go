@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"citywatch/event"
 )
 
 // Want is what citywatch must do with a generated message.
@@ -153,18 +155,7 @@ func (g *Generator) Plate() string {
 func (g *Generator) IDNumber() string {
 	birth := time.Date(1950+g.rng.IntN(55), time.Month(1+g.rng.IntN(12)), 1+g.rng.IntN(28), 0, 0, 0, 0, time.UTC)
 	s := g.pick(areaCodes) + birth.Format("20060102") + fmt.Sprintf("%03d", g.rng.IntN(1000))
-	return s + string(idCheckDigit(s))
-}
-
-// idCheckDigit is the ISO 7064 MOD 11-2 check character of GB 11643 for
-// the first 17 digits.
-func idCheckDigit(first17 string) byte {
-	weights := [17]int{7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2}
-	sum := 0
-	for i := range 17 {
-		sum += int(first17[i]-'0') * weights[i]
-	}
-	return "10X98765432"[sum%11]
+	return s + string(event.IDCheckDigit(s))
 }
 
 func (g *Generator) valid() Message {

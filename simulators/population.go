@@ -5,6 +5,8 @@ import (
 	"math/rand/v2"
 	"strings"
 	"time"
+
+	"citywatch/event"
 )
 
 // Vehicle is one simulated vehicle.
@@ -166,11 +168,7 @@ func NewPerson(rng *rand.Rand) Person {
 	}
 	birth := time.Date(1950, 1, 1, 0, 0, 0, 0, time.UTC).AddDate(0, 0, rng.IntN(365*55))
 	first := fmt.Sprintf("%s%s%03d", code, birth.Format("20060102"), rng.IntN(1000))
-	p := Person{ID: first + string(idCheck(first))}
+	p := Person{ID: first + string(event.IDCheckDigit(first))}
 	p.Name = surnameList[rng.IntN(len(surnameList))] + givenList[rng.IntN(len(givenList))]
 	return p
 }
-
-// idCheck is the check character of the first 17 digits of an identity
-// number.
-func idCheck(first17 string) byte { return idCheckDigit(first17) }
