@@ -2,11 +2,9 @@ package ingest
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"hash/maphash"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/hashicorp/golang-lru/v2"
@@ -109,11 +107,16 @@ func (in *Ingest) SetCrashHook(f func() error) { in.crashHook = f }
 // open batch, then Run returns once all have and their own writers are
 // closed; a writer given to New is the caller's to close afterwards.
 func (in *Ingest) Run(ctx context.Context) error {
-	ctx, stop := context.WithCancel(ctx)
-	defer stop()
-	var wg sync.WaitGroup
-	errs := make([]error, in.cfg.Workers)
-	for i := range in.cfg.Workers {
+	var members []*kafkaio.Consumer
+	var own []*kafka.Writer
+	defer func() {
+		for _, w := range own {
+			if err := w.Close(); err != nil {
+				in.log.Warn("cannot close writer", "err", err)
+			}
+		}
+	}()
+	for range in.cfg.Workers {
 		// Two handlers: one decodes while the other's batch is written.
 		var hs [2]*worker
 		for j := range hs {
@@ -123,10 +126,10 @@ func (in *Ingest) Run(ctx context.Context) error {
 			}
 			hs[j] = w
 		}
-		var own *kafka.Writer
 		if in.writer == nil {
-			own = in.kc.NewWriter()
-			hs[0].writer, hs[1].writer = own, own
+			w := in.kc.NewWriter()
+			own = append(own, w)
+			hs[0].writer, hs[1].writer = w, w
 		}
 		c := kafkaio.NewConsumer(in.kc, kafkaio.ConsumerConfig{
 			Group:   in.cfg.Group,
@@ -136,21 +139,9 @@ func (in *Ingest) Run(ctx context.Context) error {
 		if in.crashHook != nil {
 			c.SetBeforeCommit(in.crashHook)
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if errs[i] = c.Run(ctx); errs[i] != nil {
-				stop() // one member down: stop the others rather than run short-handed
-			}
-			if own != nil {
-				if err := own.Close(); err != nil {
-					in.log.Warn("cannot close writer", "err", err)
-				}
-			}
-		}()
+		members = append(members, c)
 	}
-	wg.Wait()
-	return errors.Join(errs...)
+	return kafkaio.RunMembers(ctx, members)
 }
 
 // worker is one group member's Handler. It owns its decoder, pseudonymiser

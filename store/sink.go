@@ -142,11 +142,8 @@ func (s *Sink) Run(ctx context.Context) error {
 		defer wg.Done()
 		s.retentionLoop(rctx)
 	}()
-	ctx, stop := context.WithCancel(ctx)
-	defer stop()
-	errs := make([]error, s.cfg.Workers)
-	var members sync.WaitGroup
-	for i := range s.cfg.Workers {
+	var members []*kafkaio.Consumer
+	for range s.cfg.Workers {
 		c := kafkaio.NewConsumer(s.kc, kafkaio.ConsumerConfig{
 			Group:   s.cfg.Group,
 			Topics:  s.Topics(),
@@ -162,18 +159,12 @@ func (s *Sink) Run(ctx context.Context) error {
 		if s.crashHook != nil {
 			c.SetBeforeCommit(s.crashHook)
 		}
-		members.Add(1)
-		go func() {
-			defer members.Done()
-			if errs[i] = c.Run(ctx); errs[i] != nil {
-				stop() // one member down: stop the others rather than run short-handed
-			}
-		}()
+		members = append(members, c)
 	}
-	members.Wait()
+	err := kafkaio.RunMembers(ctx, members)
 	stopRetention()
 	wg.Wait()
-	return errors.Join(errs...)
+	return err
 }
 
 func (s *Sink) retentionLoop(ctx context.Context) {

@@ -44,18 +44,8 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	// The simulated city, with a scenario that keeps planting incidents so
 	// that the operator always has something real to look at; its hotlist
 	// and watchlist become the rules role's lists unless others are set.
-	c, err := city.Default()
-	if err != nil {
-		return err
-	}
 	sc := simulators.Config{Seed: *seed, Scale: *scale, Start: time.Now().Truncate(time.Second).In(city.Location)}
-	var scen *simulators.Scenario
-	if *scenario != "" {
-		if scen, err = simulators.LoadScenario(*scenario); err != nil {
-			return err
-		}
-	}
-	sim, err := simulators.New(c, sc, scen)
+	c, scen, sim, err := newSim("", *scenario, sc)
 	if err != nil {
 		return err
 	}

@@ -72,23 +72,7 @@ func cmdSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		sc.Start = t
 	}
 
-	var c *city.City
-	var err error
-	if *cityFile != "" {
-		c, err = city.Load(*cityFile)
-	} else {
-		c, err = city.Default()
-	}
-	if err != nil {
-		return err
-	}
-	var scen *simulators.Scenario
-	if *scenario != "" {
-		if scen, err = simulators.LoadScenario(*scenario); err != nil {
-			return err
-		}
-	}
-	sim, err := simulators.New(c, sc, scen)
+	_, scen, sim, err := newSim(*cityFile, *scenario, sc)
 	if err != nil {
 		return err
 	}
@@ -117,6 +101,32 @@ func cmdSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		w, prefix = kw, cfg.Kafka.TopicPrefix
 	}
 	return runSim(ctx, sim, w, prefix, sc.Start, *duration, *speedup, *progress, stdout)
+}
+
+// newSim loads the city (the embedded one when cityFile is empty) and the
+// scenario (none when empty) and builds the simulation.
+func newSim(cityFile, scenario string, sc simulators.Config) (*city.City, *simulators.Scenario, *simulators.Sim, error) {
+	var c *city.City
+	var err error
+	if cityFile != "" {
+		c, err = city.Load(cityFile)
+	} else {
+		c, err = city.Default()
+	}
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	var scen *simulators.Scenario
+	if scenario != "" {
+		if scen, err = simulators.LoadScenario(scenario); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	sim, err := simulators.New(c, sc, scen)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return c, scen, sim, nil
 }
 
 type discard struct{}

@@ -450,3 +450,25 @@ func (c *Consumer) flushRetrying(ctx context.Context, h Handler) error {
 		backoff = min(2*backoff, c.cfg.BackoffMax)
 	}
 }
+
+// RunMembers runs several members of one group in this process until ctx
+// is done, and returns their errors joined once all have stopped. A member
+// that fails stops the others: the process should be restarted whole
+// rather than run short-handed.
+func RunMembers(ctx context.Context, members []*Consumer) error {
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	errs := make([]error, len(members))
+	var wg sync.WaitGroup
+	for i, c := range members {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if errs[i] = c.Run(ctx); errs[i] != nil {
+				stop()
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
