@@ -2,6 +2,8 @@
 # Both install and start what they need on a fresh Debian machine.
 
 SHELL := /bin/bash
+# A failing benchmark or load run must fail the target despite the tee.
+.SHELLFLAGS := -o pipefail -c
 GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 export PATH := $(dir $(GO)):$(PATH)
 export CITYWATCH_CLICKHOUSE_ADDR ?= 127.0.0.1:9000
