@@ -133,7 +133,7 @@ func BenchmarkDefaultPack(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	out := make([]Alert, 0, 64)
+	out := make([]event.Alert, 0, 64)
 	span := time.Duration(n) * step
 	// Warm the state up with one pass, as a running engine would be.
 	for i := range evs {

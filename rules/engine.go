@@ -41,7 +41,7 @@ type Engine struct {
 
 	// The call in progress: its wall clock and where its alerts go.
 	now time.Time
-	out []Alert
+	out []event.Alert
 
 	stats Stats
 }
@@ -145,7 +145,7 @@ func (e *Engine) install(rs *RuleSet) {
 		if o, ok := old[run.r.id]; ok && o == run {
 			e.ctx.run = run
 			run.sits.each(func(_ string, _ int64, s *situation) {
-				e.emit(run, s, StatusResolved)
+				e.emit(run, s, event.AlertResolved)
 			})
 			if e.metrics != nil && !kept[run.r.id] {
 				e.metrics.dropRule(run.r.id)
@@ -172,7 +172,7 @@ func (e *Engine) install(rs *RuleSet) {
 // messages it causes to out, returning the extended slice. An event older
 // than the watermark is counted as late and raises nothing. e is not kept:
 // every string the engine holds on to is copied.
-func (e *Engine) Process(now time.Time, ev *event.Event, out []Alert) []Alert {
+func (e *Engine) Process(now time.Time, ev *event.Event, out []event.Alert) []event.Alert {
 	e.now, e.out = now, out
 	e.installPending()
 	t := ev.Time.UnixMilli()
@@ -230,7 +230,7 @@ type resolver interface {
 // appends the alert messages it causes to out. The owner calls it on a
 // ticker (every second is enough); before the first event it does nothing
 // but install a pending rule set.
-func (e *Engine) Advance(now time.Time, out []Alert) []Alert {
+func (e *Engine) Advance(now time.Time, out []event.Alert) []event.Alert {
 	e.now, e.out = now, out
 	e.installPending()
 	if e.maxEvent != 0 {
@@ -263,7 +263,7 @@ func (e *Engine) moveWatermark() {
 	}
 }
 
-func (e *Engine) flushOut() []Alert {
+func (e *Engine) flushOut() []event.Alert {
 	out := e.out
 	e.out = nil
 	return out

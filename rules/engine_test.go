@@ -17,12 +17,12 @@ var t0 = time.Date(2026, 11, 26, 8, 0, 0, 0, time.FixedZone("CST", 8*3600))
 
 type alertKey struct {
 	ID, Rule string
-	Status   Status
-	Subject  Subject
+	Status   event.AlertStatus
+	Subject  event.Subject
 	Evidence string
 }
 
-func keysOf(as []Alert) []alertKey {
+func keysOf(as []event.Alert) []alertKey {
 	out := make([]alertKey, len(as))
 	for i, a := range as {
 		out[i] = alertKey{a.ID, a.Rule, a.Status, a.Subject, strings.Join(a.Evidence, ",")}
@@ -40,12 +40,12 @@ func TestReplayAtAnySpeed(t *testing.T) {
 		t.Fatal(err)
 	}
 	evs := cityStream(7, 200_000, t0, 2*time.Millisecond)
-	run := func(wall func(i int) time.Time) []Alert {
+	run := func(wall func(i int) time.Time) []event.Alert {
 		eng, err := New(Config{Zones: benchZones()}, rs, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		var out []Alert
+		var out []event.Alert
 		for i := range evs {
 			out = eng.Process(wall(i), &evs[i], out)
 			if i%50 == 0 {
@@ -87,21 +87,21 @@ func TestOfferKeepsState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []Alert
+	var out []event.Alert
 	out = eng.Process(t0, crowdEvent("a", t0), out)
 	out = eng.Process(t0, crowdEvent("b", t0.Add(time.Minute)), out)
 
 	same, _ := Load(file(3), Lists{})
 	eng.Offer(same)
 	out = eng.Process(t0, crowdEvent("c", t0.Add(2*time.Minute)), out)
-	if len(out) != 1 || out[0].Status != StatusFiring || strings.Join(out[0].Evidence, ",") != "a,b,c" {
+	if len(out) != 1 || out[0].Status != event.AlertFiring || strings.Join(out[0].Evidence, ",") != "a,b,c" {
 		t.Fatalf("after reloading the same rules: %+v, want one firing alert with a,b,c", keysOf(out))
 	}
 
 	changed, _ := Load(file(4), Lists{})
 	eng.Offer(changed)
 	out = eng.Process(t0, crowdEvent("d", t0.Add(3*time.Minute)), out[:0])
-	if len(out) != 1 || out[0].Status != StatusResolved || out[0].Rule != "crowd" {
+	if len(out) != 1 || out[0].Status != event.AlertResolved || out[0].Rule != "crowd" {
 		t.Fatalf("after changing the rule: %+v, want the open alert resolved and no new one", keysOf(out))
 	}
 	if s := eng.Stats(); s.Reloads != 2 {
@@ -112,12 +112,12 @@ func TestOfferKeepsState(t *testing.T) {
 	out = eng.Process(t0, crowdEvent("e", t0.Add(4*time.Minute)), out[:0])
 	out = eng.Process(t0, crowdEvent("f", t0.Add(4*time.Minute)), out[:0])
 	out = eng.Process(t0, crowdEvent("g", t0.Add(4*time.Minute)), out[:0])
-	if len(out) != 1 || out[0].Status != StatusFiring {
+	if len(out) != 1 || out[0].Status != event.AlertFiring {
 		t.Fatalf("4 reports under count 4: %+v", keysOf(out))
 	}
 	eng.Offer(gone)
 	out = eng.Advance(t0, out[:0])
-	if len(out) != 1 || out[0].Status != StatusResolved || out[0].Rule != "crowd" {
+	if len(out) != 1 || out[0].Status != event.AlertResolved || out[0].Rule != "crowd" {
 		t.Fatalf("after removing the rule: %+v, want its alert resolved", keysOf(out))
 	}
 }
@@ -130,7 +130,7 @@ func TestLateEventsCounted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []Alert
+	var out []event.Alert
 	out = eng.Process(t0, crowdEvent("a", t0.Add(time.Minute)), out)
 	out = eng.Process(t0, crowdEvent("b", t0.Add(50*time.Second)), out) // 10 s behind: on time
 	out = eng.Process(t0, crowdEvent("c", t0.Add(49*time.Second)), out) // late
@@ -166,7 +166,7 @@ func TestStateMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	evs := cityStream(3, 20_000, t0, time.Millisecond)
-	var out []Alert
+	var out []event.Alert
 	for i := range evs {
 		out = eng.Process(evs[i].Time, &evs[i], out[:0])
 	}
@@ -208,7 +208,7 @@ func TestBytesPerPlate(t *testing.T) {
 	}
 	eng, _ := New(Config{}, rs, nil)
 	const plates = 100_000
-	var out []Alert
+	var out []event.Alert
 	for i := range plates {
 		plate, ok := event.NormalizePlate(fmt.Sprintf("鄂F%05d", i))
 		if !ok {
@@ -253,7 +253,7 @@ func TestProcessAllocs(t *testing.T) {
 	}
 	eng, _ := New(Config{Zones: benchZones()}, rs, nil)
 	evs := cityStream(5, 50_000, t0, time.Millisecond)
-	out := make([]Alert, 0, 16)
+	out := make([]event.Alert, 0, 16)
 	for i := range evs {
 		out = eng.Process(evs[i].Time, &evs[i], out[:0])
 	}

@@ -47,10 +47,10 @@ var numberFields = map[string]func(e *event.Event) float64{
 // keyKinds maps the keys a stateful rule may be keyed by to the subject
 // kind of its alerts.
 var keyKinds = map[string]string{
-	"device":  SubjectDevice,
-	"plate":   SubjectPlate,
-	"buyer":   SubjectPerson,
-	"station": SubjectArea,
+	"device":  event.SubjectDevice,
+	"plate":   event.SubjectPlate,
+	"buyer":   event.SubjectPerson,
+	"station": event.SubjectArea,
 }
 
 // keyField is a compiled key: how to read it and what subject it names.

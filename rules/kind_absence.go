@@ -125,7 +125,7 @@ func (r *absenceRule) newState(cfg *Config) kindState {
 	s := &absenceState{r: r, keys: newTable[watch](cfg.MaxKeys), siteIndex: map[string]int32{}}
 	s.keys.onEvict = func(key string, w *watch) {
 		if w.state == alerted && s.x != nil {
-			s.x.resolve(s.subject(key), nil, []Detail{{"forgotten", true}})
+			s.x.resolve(s.subject(key), nil, []event.Detail{{Name: "forgotten", Value: true}})
 		}
 		s.leave(key, w)
 		s.heap -= cap(w.id)
@@ -199,8 +199,8 @@ func (s *absenceState) markDirty(i int32) {
 	}
 }
 
-func (s *absenceState) subject(key string) Subject {
-	return Subject{Kind: s.r.key.subject, ID: key}
+func (s *absenceState) subject(key string) event.Subject {
+	return event.Subject{Kind: s.r.key.subject, ID: key}
 }
 
 func (s *absenceState) process(x *evalCtx, e *event.Event) {
@@ -253,7 +253,7 @@ func (s *absenceState) process(x *evalCtx, e *event.Event) {
 	}
 	// Back from an outage.
 	if w.state == alerted {
-		x.resolve(s.subject(key), e, []Detail{{"silent_s", 0}})
+		x.resolve(s.subject(key), e, []event.Detail{{Name: "silent_s", Value: 0}})
 	}
 	if w.site >= 0 {
 		s.sites[w.site].silent--
@@ -285,7 +285,7 @@ func (s *absenceState) tick(x *evalCtx) {
 	s.keys.expire(cutoff, func(key string, _ int64, w *watch) bool {
 		if wm-w.last >= r.forget {
 			if w.state == alerted {
-				x.resolve(s.subject(key), nil, []Detail{{"forgotten", true}})
+				x.resolve(s.subject(key), nil, []event.Detail{{Name: "forgotten", Value: true}})
 			}
 			s.leave(key, w)
 			s.heap -= cap(w.id)
@@ -369,9 +369,9 @@ func (s *absenceState) raiseKey(x *evalCtx, key string, w *watch) {
 		lat:      float64(w.lat),
 		lon:      float64(w.lon),
 		evidence: []string{string(w.id)},
-		details: []Detail{
-			{"last_seen", time.UnixMilli(w.last).In(x.cfg().Location).Format(time.RFC3339)},
-			{"silent_s", int((x.wm() - w.last) / 1000)},
+		details: []event.Detail{
+			{Name: "last_seen", Value: time.UnixMilli(w.last).In(x.cfg().Location).Format(time.RFC3339)},
+			{Name: "silent_s", Value: int((x.wm() - w.last) / 1000)},
 		},
 		sticky: true,
 	})
@@ -389,8 +389,8 @@ func (s *absenceState) checkSites(x *evalCtx) {
 		switch {
 		case st.alerted && s.siteRecovered(st):
 			st.alerted = false
-			x.resolve(Subject{Kind: SubjectArea, ID: st.name}, nil, []Detail{
-				{"site", st.name}, {"silent_devices", st.silent}, {"devices", st.total},
+			x.resolve(event.Subject{Kind: event.SubjectArea, ID: st.name}, nil, []event.Detail{
+				{Name: "site", Value: st.name}, {Name: "silent_devices", Value: st.silent}, {Name: "devices", Value: st.total},
 			})
 			// Devices still silent now stand on their own, after Wait:
 			// the rest of a site that came back speaks within a
@@ -429,23 +429,23 @@ func (s *absenceState) raiseSite(x *evalCtx, st *site) {
 	}
 	n := float64(len(devices))
 	slices.Sort(devices)
-	if len(devices) > MaxEvidence {
-		devices = devices[:MaxEvidence]
+	if len(devices) > event.MaxEvidence {
+		devices = devices[:event.MaxEvidence]
 	}
-	if len(ids) > MaxEvidence {
-		ids = ids[len(ids)-MaxEvidence:]
+	if len(ids) > event.MaxEvidence {
+		ids = ids[len(ids)-event.MaxEvidence:]
 	}
 	x.raise(&hit{
-		subject:  Subject{Kind: SubjectArea, ID: st.name},
+		subject:  event.Subject{Kind: event.SubjectArea, ID: st.name},
 		at:       time.UnixMilli(newest + s.r.silence).In(x.cfg().Location),
 		lat:      lat / n,
 		lon:      lon / n,
 		evidence: ids,
-		details: []Detail{
-			{"site", st.name},
-			{"silent_devices", st.silent},
-			{"devices", st.total},
-			{"device_ids", devices},
+		details: []event.Detail{
+			{Name: "site", Value: st.name},
+			{Name: "silent_devices", Value: st.silent},
+			{Name: "devices", Value: st.total},
+			{Name: "device_ids", Value: devices},
 		},
 		sticky:  true,
 		summary: s.r.summary,

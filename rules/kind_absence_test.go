@@ -23,7 +23,7 @@ func TestAbsenceRecoverAndForget(t *testing.T) {
 	hb := func(id, dev string, s int) *event.Event {
 		return &event.Event{ID: id, Type: event.TypeDeviceHeartbeat, DeviceID: dev, Time: t0.Add(time.Duration(s) * time.Second)}
 	}
-	var out []Alert
+	var out []event.Alert
 	step := func(e *event.Event) { out = eng.Process(e.Time, e, out) }
 	step(hb("a1", "a", 0))
 	step(hb("b1", "b", 0))
@@ -38,7 +38,7 @@ func TestAbsenceRecoverAndForget(t *testing.T) {
 		t.Fatalf("resolved before recover: %+v", keysOf(out))
 	}
 	step(hb("a4", "a", 110)) // 30 s
-	if len(out) != 1 || out[0].Status != StatusResolved || out[0].Subject.ID != "a" {
+	if len(out) != 1 || out[0].Status != event.AlertResolved || out[0].Subject.ID != "a" {
 		t.Fatalf("after 30 s back: %+v, want a resolved", keysOf(out))
 	}
 	out = out[:0]
@@ -48,7 +48,7 @@ func TestAbsenceRecoverAndForget(t *testing.T) {
 	}
 	var forgotten bool
 	for _, a := range out {
-		if a.Subject.ID == "b" && a.Status == StatusResolved && a.Detail("forgotten") == true {
+		if a.Subject.ID == "b" && a.Status == event.AlertResolved && a.Detail("forgotten") == true {
 			forgotten = true
 		}
 	}

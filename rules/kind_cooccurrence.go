@@ -293,14 +293,14 @@ func (s *coState) raise(x *evalCtx, e *event.Event, a, b string, p *pass, n int)
 		places[i] = s.places[s.common[i]].name
 	}
 	x.raise(&hit{
-		subject:  Subject{Kind: SubjectPair, ID: first + "|" + second},
+		subject:  event.Subject{Kind: event.SubjectPair, ID: first + "|" + second},
 		e:        e,
 		evidence: []string{string(p.id), e.ID},
-		details: []Detail{
-			{"plates", []string{first, second}},
-			{"places", n},
-			{"place_ids", places},
-			{"gap_s", roundTo(float64(abs64(e.Time.UnixMilli()-p.t))/1000, 1)},
+		details: []event.Detail{
+			{Name: "plates", Value: []string{first, second}},
+			{Name: "places", Value: n},
+			{Name: "place_ids", Value: places},
+			{Name: "gap_s", Value: roundTo(float64(abs64(e.Time.UnixMilli()-p.t))/1000, 1)},
 		},
 	})
 }

@@ -191,7 +191,7 @@ func (s *geofenceState) process(x *evalCtx, e *event.Event) {
 				st.first = t
 			}
 			st.last = max(st.last, t)
-			if len(st.ids) < MaxEvidence && !containsString(st.ids, e.ID) {
+			if len(st.ids) < event.MaxEvidence && !containsString(st.ids, e.ID) {
 				st.ids = append(st.ids, cloneString(e.ID))
 			}
 			stayed = t - st.first
@@ -200,14 +200,14 @@ func (s *geofenceState) process(x *evalCtx, e *event.Event) {
 			}
 			evidence = st.ids
 		}
-		d := []Detail{
-			{"zone_id", z.ID}, {"zone_name", z.Name}, {"zone_kind", z.Kind},
-			{"device_id", e.DeviceID}, {"object", e.Object}, {"local_time", lt.Format("15:04:05")},
+		d := []event.Detail{
+			{Name: "zone_id", Value: z.ID}, {Name: "zone_name", Value: z.Name}, {Name: "zone_kind", Value: z.Kind},
+			{Name: "device_id", Value: e.DeviceID}, {Name: "object", Value: e.Object}, {Name: "local_time", Value: lt.Format("15:04:05")},
 		}
 		if r.dwell > 0 {
-			d = append(d, Detail{"dwell_s", int(stayed / 1000)})
+			d = append(d, event.Detail{Name: "dwell_s", Value: int(stayed / 1000)})
 		}
-		x.raise(&hit{subject: Subject{Kind: SubjectZone, ID: z.ID}, e: e, evidence: evidence, details: d})
+		x.raise(&hit{subject: event.Subject{Kind: event.SubjectZone, ID: z.ID}, e: e, evidence: evidence, details: d})
 	}
 }
 

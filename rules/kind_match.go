@@ -74,7 +74,7 @@ func (s *matchState) process(x *evalCtx, e *event.Event) {
 		return
 	}
 	if m.resolve != nil && x.run.sits.len() > 0 && x.eval(m.resolve, e) {
-		x.resolve(Subject{Kind: m.key.subject, ID: key}, e, nil)
+		x.resolve(event.Subject{Kind: m.key.subject, ID: key}, e, nil)
 		return
 	}
 	var h hit
@@ -86,14 +86,14 @@ func (s *matchState) process(x *evalCtx, e *event.Event) {
 		}
 		key = en.Plate
 		h.severity = en.Severity
-		h.details = []Detail{
-			{"plate_read", e.Plate},
-			{"listed_plate", en.Plate},
-			{"lookalike_diffs", diffs},
-			{"reason", en.Reason},
-			{"covert", en.Covert},
-			{"device_id", e.DeviceID},
-			{"confidence", e.Confidence},
+		h.details = []event.Detail{
+			{Name: "plate_read", Value: e.Plate},
+			{Name: "listed_plate", Value: en.Plate},
+			{Name: "lookalike_diffs", Value: diffs},
+			{Name: "reason", Value: en.Reason},
+			{Name: "covert", Value: en.Covert},
+			{Name: "device_id", Value: e.DeviceID},
+			{Name: "confidence", Value: e.Confidence},
 		}
 	case ListPersonWatchlist:
 		en, ok := x.eng.rs.lists.Watchlist.Match(key)
@@ -101,17 +101,17 @@ func (s *matchState) process(x *evalCtx, e *event.Event) {
 			return
 		}
 		h.severity = en.Severity
-		h.details = []Detail{
-			{"reason", en.Reason},
-			{"buyer_id_masked", e.BuyerIDMasked},
-			{"station_id", e.StationID},
-			{"volume_l", e.VolumeL},
-			{"container", e.Container},
+		h.details = []event.Detail{
+			{Name: "reason", Value: en.Reason},
+			{Name: "buyer_id_masked", Value: e.BuyerIDMasked},
+			{Name: "station_id", Value: e.StationID},
+			{Name: "volume_l", Value: e.VolumeL},
+			{Name: "container", Value: e.Container},
 		}
 	default:
 		h.details = eventDetails(e)
 	}
-	h.subject = Subject{Kind: m.key.subject, ID: key}
+	h.subject = event.Subject{Kind: m.key.subject, ID: key}
 	h.e, h.evidence = e, []string{e.ID}
 	x.raise(&h)
 }
@@ -126,35 +126,35 @@ func (s *matchState) unmatched(x *evalCtx, e *event.Event) {
 	if key == "" || !x.eval(s.m.resolve, e) {
 		return
 	}
-	x.resolve(Subject{Kind: s.m.key.subject, ID: key}, e, nil)
+	x.resolve(event.Subject{Kind: s.m.key.subject, ID: key}, e, nil)
 }
 
 // eventDetails are the figures of an event worth showing with an alert it
 // raised.
-func eventDetails(e *event.Event) []Detail {
-	d := []Detail{{"type", e.Type.String()}, {"device_id", e.DeviceID}}
+func eventDetails(e *event.Event) []event.Detail {
+	d := []event.Detail{{Name: "type", Value: e.Type.String()}, {Name: "device_id", Value: e.DeviceID}}
 	switch e.Type {
 	case event.TypeCameraDetection, event.TypeDroneDetection:
-		d = append(d, Detail{"object", e.Object})
+		d = append(d, event.Detail{Name: "object", Value: e.Object})
 		if e.Behavior != "" {
-			d = append(d, Detail{"behavior", e.Behavior})
+			d = append(d, event.Detail{Name: "behavior", Value: e.Behavior})
 		}
-		d = append(d, Detail{"count", e.Count}, Detail{"confidence", e.Confidence})
+		d = append(d, event.Detail{Name: "count", Value: e.Count}, event.Detail{Name: "confidence", Value: e.Confidence})
 		if e.Plate != "" {
-			d = append(d, Detail{"plate", e.Plate})
+			d = append(d, event.Detail{Name: "plate", Value: e.Plate})
 		}
 	case event.TypeCameraHealth:
-		d = append(d, Detail{"status", e.Status})
+		d = append(d, event.Detail{Name: "status", Value: e.Status})
 		if e.Detail != "" {
-			d = append(d, Detail{"detail", e.Detail})
+			d = append(d, event.Detail{Name: "detail", Value: e.Detail})
 		}
 	case event.TypeCheckpointPass:
-		d = append(d, Detail{"plate", e.Plate}, Detail{"speed_kmh", e.SpeedKmh})
+		d = append(d, event.Detail{Name: "plate", Value: e.Plate}, event.Detail{Name: "speed_kmh", Value: e.SpeedKmh})
 	case event.TypeFuelPurchase:
-		d = append(d, Detail{"station_id", e.StationID}, Detail{"buyer_id_masked", e.BuyerIDMasked},
-			Detail{"container", e.Container}, Detail{"volume_l", e.VolumeL}, Detail{"permit_no", e.PermitNo})
+		d = append(d, event.Detail{Name: "station_id", Value: e.StationID}, event.Detail{Name: "buyer_id_masked", Value: e.BuyerIDMasked},
+			event.Detail{Name: "container", Value: e.Container}, event.Detail{Name: "volume_l", Value: e.VolumeL}, event.Detail{Name: "permit_no", Value: e.PermitNo})
 	case event.TypeDroneTelemetry:
-		d = append(d, Detail{"mission_id", e.MissionID}, Detail{"battery_pct", e.BatteryPct})
+		d = append(d, event.Detail{Name: "mission_id", Value: e.MissionID}, event.Detail{Name: "battery_pct", Value: e.BatteryPct})
 	}
 	return d
 }

@@ -24,7 +24,7 @@ func TestMatchResolve(t *testing.T) {
 	health := func(id, dev, status string, s int) *event.Event {
 		return &event.Event{ID: id, Type: event.TypeCameraHealth, DeviceID: dev, Status: status, Time: t0.Add(time.Duration(s) * time.Second)}
 	}
-	var out []Alert
+	var out []event.Alert
 	for _, e := range []*event.Event{
 		health("1", "cam-1", "video_loss", 0),
 		health("2", "cam-2", "ok", 1),
@@ -32,7 +32,7 @@ func TestMatchResolve(t *testing.T) {
 	} {
 		out = eng.Process(e.Time, e, out)
 	}
-	if len(out) != 2 || out[0].Status != StatusFiring || out[1].Status != StatusResolved || out[1].ID != out[0].ID {
+	if len(out) != 2 || out[0].Status != event.AlertFiring || out[1].Status != event.AlertResolved || out[1].ID != out[0].ID {
 		t.Fatalf("got %+v", keysOf(out))
 	}
 }

@@ -158,12 +158,12 @@ func (s *sequenceState) raise(x *evalCtx, e *event.Event, key string, p *partial
 		names[i] = s.r.steps[i].name
 	}
 	x.raise(&hit{
-		subject:  Subject{Kind: s.r.key.subject, ID: key},
+		subject:  event.Subject{Kind: s.r.key.subject, ID: key},
 		e:        e,
 		evidence: ev,
-		details: []Detail{
-			{"steps", names},
-			{"seconds", roundTo(float64(p.last-p.start)/1000, 1)},
+		details: []event.Detail{
+			{Name: "steps", Value: names},
+			{Name: "seconds", Value: roundTo(float64(p.last-p.start)/1000, 1)},
 		},
 	})
 }

@@ -21,12 +21,12 @@ func TestSequenceRestartsAfterMatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	eng, _ := New(Config{}, rs, nil)
-	var out []Alert
+	var out []event.Alert
 	for i, st := range []string{"tamper", "video_loss", "ok", "tamper", "video_loss"} {
 		e := &event.Event{ID: st + string(rune('0'+i)), Type: event.TypeCameraHealth, DeviceID: "cam-1", Status: st, Time: t0.Add(time.Duration(i) * time.Minute)}
 		out = eng.Process(e.Time, e, out)
 	}
-	if len(out) != 2 || out[0].Status != StatusFiring || out[1].Status != StatusUpdated {
+	if len(out) != 2 || out[0].Status != event.AlertFiring || out[1].Status != event.AlertUpdated {
 		t.Fatalf("got %+v", keysOf(out))
 	}
 	if got := out[1].Evidence; len(got) != 4 {

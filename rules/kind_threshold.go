@@ -198,7 +198,7 @@ func (s *thresholdState) process(x *evalCtx, e *event.Event) {
 
 // reached reports whether the events of one window reach a limit, with
 // the figures for the alert.
-func (s *thresholdState) reached(ents []wEntry) ([]Detail, bool) {
+func (s *thresholdState) reached(ents []wEntry) ([]event.Detail, bool) {
 	r := s.r
 	count := len(ents)
 	var sum float64
@@ -228,20 +228,20 @@ func (s *thresholdState) reached(ents []wEntry) ([]Detail, bool) {
 	if !ok {
 		return nil, false
 	}
-	d := []Detail{{"count", count}}
+	d := []event.Detail{{Name: "count", Value: count}}
 	if r.distinctField != nil {
-		d = append(d, Detail{"distinct_" + r.distinctName, distinct})
+		d = append(d, event.Detail{Name: "distinct_" + r.distinctName, Value: distinct})
 	}
 	if r.sumField != nil {
-		d = append(d, Detail{"sum_" + r.sumName, roundTo(sum, 3)})
+		d = append(d, event.Detail{Name: "sum_" + r.sumName, Value: roundTo(sum, 3)})
 	}
-	d = append(d, Detail{"window_s", int(r.span / 1000)})
+	d = append(d, event.Detail{Name: "window_s", Value: int(r.span / 1000)})
 	return d, true
 }
 
-func (s *thresholdState) raise(x *evalCtx, e *event.Event, key string, ents []wEntry, d []Detail) {
-	if len(ents) > MaxEvidence {
-		ents = ents[len(ents)-MaxEvidence:]
+func (s *thresholdState) raise(x *evalCtx, e *event.Event, key string, ents []wEntry, d []event.Detail) {
+	if len(ents) > event.MaxEvidence {
+		ents = ents[len(ents)-event.MaxEvidence:]
 	}
 	ev := make([]string, 0, len(ents)+1)
 	for _, en := range ents {
@@ -254,7 +254,7 @@ func (s *thresholdState) raise(x *evalCtx, e *event.Event, key string, ents []wE
 			break
 		}
 	}
-	x.raise(&hit{subject: Subject{Kind: s.r.key.subject, ID: key}, e: e, evidence: ev, details: d})
+	x.raise(&hit{subject: event.Subject{Kind: s.r.key.subject, ID: key}, e: e, evidence: ev, details: d})
 }
 
 // drop removes the n oldest entries, keeping their id buffers.

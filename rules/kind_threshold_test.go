@@ -39,7 +39,7 @@ func TestThresholdAgainstModel(t *testing.T) {
 				}
 			}
 			out := eng.Process(at, &event.Event{ID: fmt.Sprint(i), Type: event.TypeDeviceHeartbeat, DeviceID: "d", Time: at}, nil)
-			if len(out) > 0 && out[0].Status == StatusFiring && firstEngine < 0 {
+			if len(out) > 0 && out[0].Status == event.AlertFiring && firstEngine < 0 {
 				firstEngine = i
 			}
 		}

@@ -134,15 +134,15 @@ func (s *velocityState) raise(x *evalCtx, e *event.Event, key string, prev *sigh
 		speedOut = -1 // the same instant at two places
 	}
 	x.raise(&hit{
-		subject:  Subject{Kind: s.r.key.subject, ID: key},
+		subject:  event.Subject{Kind: s.r.key.subject, ID: key},
 		e:        e,
 		evidence: []string{first, second},
-		details: []Detail{
-			{"speed_kmh", speedOut},
-			{"distance_km", roundTo(km, 2)},
-			{"seconds", roundTo(float64(dt)/1000, 1)},
-			{"from_device", from},
-			{"to_device", to},
+		details: []event.Detail{
+			{Name: "speed_kmh", Value: speedOut},
+			{Name: "distance_km", Value: roundTo(km, 2)},
+			{Name: "seconds", Value: roundTo(float64(dt)/1000, 1)},
+			{Name: "from_device", Value: from},
+			{Name: "to_device", Value: to},
 		},
 	})
 }

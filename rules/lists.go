@@ -27,8 +27,8 @@ const (
 
 // HotlistEntry is one wanted vehicle (CONTRACT.md section 6).
 type HotlistEntry struct {
-	Plate     string   // normal form
-	Severity  Severity // "" means the rule's
+	Plate     string         // normal form
+	Severity  event.Severity // "" means the rule's
 	Reason    string
 	Tolerance int  // look-alike characters that may differ, 0–2
 	Covert    bool // hide the hit from patrol units
@@ -72,7 +72,7 @@ func LoadHotlist(r io.Reader) (*Hotlist, error) {
 		}
 		en := HotlistEntry{Plate: plate, Reason: strings.TrimSpace(row.get(cols, "reason"))}
 		if s := strings.TrimSpace(row.get(cols, "severity")); s != "" {
-			en.Severity = Severity(strings.ToLower(s))
+			en.Severity = event.Severity(strings.ToLower(s))
 			if !en.Severity.Valid() {
 				return nil, fmt.Errorf("cannot load hotlist: line %d: severity: must be critical, high, medium or low, got %q", row.line, s)
 			}
@@ -181,7 +181,7 @@ func runeDiffs(a, b string) int {
 
 // WatchlistEntry is one person of the watchlist.
 type WatchlistEntry struct {
-	Severity Severity // "" means the rule's
+	Severity event.Severity // "" means the rule's
 	Reason   string
 }
 
@@ -230,7 +230,7 @@ func LoadWatchlist(r io.Reader, p *event.Pseudonymizer) (*Watchlist, error) {
 		}
 		en := WatchlistEntry{Reason: strings.TrimSpace(row.get(cols, "reason"))}
 		if s := strings.TrimSpace(row.get(cols, "severity")); s != "" {
-			en.Severity = Severity(strings.ToLower(s))
+			en.Severity = event.Severity(strings.ToLower(s))
 			if !en.Severity.Valid() {
 				return nil, fmt.Errorf("cannot load watchlist: line %d: severity: must be critical, high, medium or low, got %q", row.line, s)
 			}

@@ -2,6 +2,8 @@ package rules
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"citywatch/event"
 )
 
 // Metrics are the rule engine's Prometheus metrics. Labels hold rule ids
@@ -97,9 +99,9 @@ type ruleMetrics struct {
 
 func (m *Metrics) forRule(id string) *ruleMetrics {
 	return &ruleMetrics{
-		firing:       m.alerts.WithLabelValues(id, string(StatusFiring)),
-		updated:      m.alerts.WithLabelValues(id, string(StatusUpdated)),
-		resolved:     m.alerts.WithLabelValues(id, string(StatusResolved)),
+		firing:       m.alerts.WithLabelValues(id, string(event.AlertFiring)),
+		updated:      m.alerts.WithLabelValues(id, string(event.AlertUpdated)),
+		resolved:     m.alerts.WithLabelValues(id, string(event.AlertResolved)),
 		keys:         m.keys.WithLabelValues(id),
 		bytes:        m.bytes.WithLabelValues(id),
 		open:         m.open.WithLabelValues(id),
@@ -115,13 +117,13 @@ func (m *Metrics) dropRule(id string) {
 	m.open.DeleteLabelValues(id)
 }
 
-func (rm *ruleMetrics) alert(s Status) {
+func (rm *ruleMetrics) alert(s event.AlertStatus) {
 	switch s {
-	case StatusFiring:
+	case event.AlertFiring:
 		rm.firing.Inc()
-	case StatusUpdated:
+	case event.AlertUpdated:
 		rm.updated.Inc()
-	case StatusResolved:
+	case event.AlertResolved:
 		rm.resolved.Inc()
 	}
 }

@@ -65,17 +65,17 @@ func (r *Role) restore(ctx context.Context) error {
 
 // knownAlert is what the alerts topic holds of one alert.
 type knownAlert struct {
-	firing   bool  // its firing message was read
-	resolved bool  // its resolved message was read
-	shadow   bool  // a replay artefact: every message of it is dropped
-	first    int64 // event time (Unix ms) of its oldest message read
-	last     int64 // event time (Unix ms) of its newest message read
-	latest   Alert // its last message
+	firing   bool        // its firing message was read
+	resolved bool        // its resolved message was read
+	shadow   bool        // a replay artefact: every message of it is dropped
+	first    int64       // event time (Unix ms) of its oldest message read
+	last     int64       // event time (Unix ms) of its newest message read
+	latest   event.Alert // its last message
 }
 
 type ruleSubject struct {
 	rule    string
-	subject Subject
+	subject event.Subject
 }
 
 // replayCheck decides, for each message the engine emits after a start,
@@ -90,11 +90,11 @@ type replayCheck struct {
 }
 
 // keep reports whether a is news: not on the alerts topic already.
-func (c *replayCheck) keep(a *Alert) bool {
+func (c *replayCheck) keep(a *event.Alert) bool {
 	t := a.EventTime.UnixMilli()
 	k := c.known[a.ID]
 	if k == nil {
-		if a.Status != StatusFiring {
+		if a.Status != event.AlertFiring {
 			return true // a situation the replay opened and kept
 		}
 		// The topic shows this rule and subject in a situation that was
@@ -112,14 +112,14 @@ func (c *replayCheck) keep(a *Alert) bool {
 		return false
 	}
 	switch a.Status {
-	case StatusFiring:
+	case event.AlertFiring:
 		return false
-	case StatusUpdated:
+	case event.AlertUpdated:
 		if t <= k.last {
 			return false
 		}
 		k.last = t
-	case StatusResolved:
+	case event.AlertResolved:
 		k.resolved = true
 	}
 	return true
@@ -134,7 +134,7 @@ func (r *Role) readAlerts(ctx context.Context, since time.Time) (*replayCheck, e
 		return nil, err
 	}
 	raisedAt := func(m *kafka.Message) (int64, bool) {
-		a, err := DecodeAlert(m.Value)
+		a, err := event.DecodeAlert(m.Value)
 		return a.RaisedAt.UnixMilli(), err == nil
 	}
 	for _, p := range parts {
@@ -146,7 +146,7 @@ func (r *Role) readAlerts(ctx context.Context, since time.Time) (*replayCheck, e
 		if err == nil {
 			pr.next = from
 			err = pr.each(func(m *kafka.Message) {
-				a, err := DecodeAlert(m.Value)
+				a, err := event.DecodeAlert(m.Value)
 				if err != nil {
 					r.log.Warn("cannot decode alert; skipped", "partition", m.Partition, "offset", m.Offset, "err", err)
 					return
@@ -162,7 +162,7 @@ func (r *Role) readAlerts(ctx context.Context, since time.Time) (*replayCheck, e
 	return c, nil
 }
 
-func (c *replayCheck) add(a *Alert) {
+func (c *replayCheck) add(a *event.Alert) {
 	c.read++
 	t := a.EventTime.UnixMilli()
 	k := c.known[a.ID]
@@ -174,9 +174,9 @@ func (c *replayCheck) add(a *Alert) {
 	}
 	k.first, k.last = min(k.first, t), max(k.last, t)
 	switch a.Status {
-	case StatusFiring:
+	case event.AlertFiring:
 		k.firing = true
-	case StatusResolved:
+	case event.AlertResolved:
 		k.resolved = true
 	}
 	// Messages of one alert share a partition and are read in the order

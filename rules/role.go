@@ -189,7 +189,7 @@ type Role struct {
 	mu      sync.Mutex
 	pending []kafka.Message
 	check   *replayCheck
-	scratch []Alert
+	scratch []event.Alert
 
 	// writeMu makes the writes of pending messages one at a time, in the
 	// order the messages were queued.
@@ -381,7 +381,7 @@ func (r *Role) advance(now time.Time) {
 // restart's check finds already written. r.mu is held. Alerts are rare
 // next to events, so each message gets its own buffer: the queue can then
 // be handed to a write without copying.
-func (r *Role) queueLocked(now time.Time, alerts []Alert) {
+func (r *Role) queueLocked(now time.Time, alerts []event.Alert) {
 	for i := range alerts {
 		a := &alerts[i]
 		if r.check != nil {

@@ -84,14 +84,14 @@ func referenceAlerts(t *testing.T, evs []event.Event) []alertKey {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []Alert
+	var out []event.Alert
 	for i := range evs {
 		out = eng.Process(evs[i].Time, &evs[i], out)
 	}
 	return sortedKeys(out)
 }
 
-func sortedKeys(as []Alert) []alertKey {
+func sortedKeys(as []event.Alert) []alertKey {
 	k := keysOf(as)
 	slices.SortFunc(k, func(a, b alertKey) int {
 		return strings.Compare(fmt.Sprint(a), fmt.Sprint(b))
@@ -189,16 +189,16 @@ func (h *roleHarness) start(r *Role) (stop func() error, done <-chan error) {
 }
 
 // alerts reads every alert message on the alerts topic.
-func (h *roleHarness) alerts() []Alert {
+func (h *roleHarness) alerts() []event.Alert {
 	h.t.Helper()
-	var out []Alert
+	var out []event.Alert
 	for p := range h.kc.Partitions {
 		pr, err := openPartition(h.t.Context(), h.kc.Brokers, h.kc.Topic(kafkaio.TopicAlerts), p)
 		if err != nil {
 			h.t.Fatal(err)
 		}
 		err = pr.each(func(m *kafka.Message) {
-			a, err := DecodeAlert(m.Value)
+			a, err := event.DecodeAlert(m.Value)
 			if err != nil {
 				h.t.Errorf("offset %d: %v", m.Offset, err)
 			}
@@ -214,7 +214,7 @@ func (h *roleHarness) alerts() []Alert {
 
 // waitAlerts waits until the alerts topic holds n messages, then a little
 // longer to see any extra one.
-func (h *roleHarness) waitAlerts(n int) []Alert {
+func (h *roleHarness) waitAlerts(n int) []event.Alert {
 	h.t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -301,7 +301,7 @@ func TestRoleRestartMidSituation(t *testing.T) {
 			}
 			firing := map[string]int{}
 			for _, a := range got {
-				if a.Status == StatusFiring {
+				if a.Status == event.AlertFiring {
 					firing[a.ID]++
 				}
 			}

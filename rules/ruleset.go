@@ -43,7 +43,7 @@ type RuleSpec struct {
 	Enabled *bool `yaml:"enabled"`
 	// Severity of its alerts: critical, high, medium or low (a hotlist
 	// entry may override it).
-	Severity Severity `yaml:"severity"`
+	Severity event.Severity `yaml:"severity"`
 	// Types are the event types the rule reads; default every type.
 	Types []string `yaml:"types"`
 	// Filter is an expr-lang expression over the event's fields that an
@@ -201,7 +201,7 @@ func (rs *RuleSet) Lists() Lists { return rs.lists }
 // rule is one compiled rule: its parameters, never its state.
 type rule struct {
 	id          string
-	severity    Severity
+	severity    event.Severity
 	types       uint32 // bit per event.Type
 	filter      *filter
 	suppress    int64 // ms

@@ -12,20 +12,20 @@ import (
 // subject, from its firing message to its resolved one.
 type situation struct {
 	id        string
-	subject   Subject
+	subject   event.Subject
 	last      int64 // event time (ms) of the newest evidence
 	sticky    bool  // resolved by the kind, not by quiet time
-	severity  Severity
+	severity  event.Severity
 	eventTime time.Time
 	lat, lon  float64
 	evidence  []string
-	details   []Detail
+	details   []event.Detail
 	summary   string
 }
 
 // hit is what a kind reports when its condition holds for a subject.
 type hit struct {
-	subject Subject
+	subject event.Subject
 	// e is the event that raised or updated the situation; nil for one
 	// raised by a timeout, which gives at, lat and lon instead.
 	e        *event.Event
@@ -34,8 +34,8 @@ type hit struct {
 	// evidence are the ids of the events behind the hit, oldest first;
 	// ids the situation already holds are not added twice.
 	evidence []string
-	details  []Detail
-	severity Severity // "" means the rule's
+	details  []event.Detail
+	severity event.Severity // "" means the rule's
 	// sticky situations stay open until the kind resolves them.
 	sticky bool
 	// vars adds placeholders for the summary.
@@ -54,7 +54,7 @@ func (h *hit) time() time.Time {
 // sitKey is the situation table key of a subject; it fits a stack buffer
 // for the usual subjects, so looking up an open situation does not
 // allocate.
-func sitKey(buf []byte, s Subject) []byte {
+func sitKey(buf []byte, s event.Subject) []byte {
 	buf = append(buf, s.Kind...)
 	buf = append(buf, 0)
 	return append(buf, s.ID...)
@@ -76,20 +76,20 @@ func (x *evalCtx) raise(h *hit) {
 			return
 		}
 		// The old situation ended quietly before the sweep saw it.
-		x.eng.emit(run, s, StatusResolved)
+		x.eng.emit(run, s, event.AlertResolved)
 		run.sits.delete(string(key))
 	}
 	if run.sits.len() >= x.eng.cfg.MaxOpenAlerts {
 		// Make room by resolving the situation updated longest ago.
 		if h := run.sits.head; h >= 0 {
-			x.eng.emit(run, &run.sits.nodes[h].val, StatusResolved)
+			x.eng.emit(run, &run.sits.nodes[h].val, event.AlertResolved)
 			run.sits.remove(h)
 		}
 	}
 	s, _ := run.sits.touch(string(key), t)
 	*s = situation{
-		id:       AlertID(run.r.id, h.subject, h.time()),
-		subject:  Subject{Kind: h.subject.Kind, ID: cloneString(h.subject.ID)},
+		id:       event.AlertID(run.r.id, h.subject, h.time()),
+		subject:  event.Subject{Kind: h.subject.Kind, ID: cloneString(h.subject.ID)},
 		last:     t,
 		sticky:   h.sticky,
 		severity: h.severity,
@@ -101,7 +101,7 @@ func (x *evalCtx) raise(h *hit) {
 	for _, id := range h.evidence {
 		s.addEvidence(id)
 	}
-	x.eng.emit(run, s, StatusFiring)
+	x.eng.emit(run, s, event.AlertFiring)
 }
 
 func (x *evalCtx) update(s *situation, h *hit, t int64) {
@@ -121,7 +121,7 @@ func (x *evalCtx) update(s *situation, h *hit, t int64) {
 		s.severity = h.severity
 	}
 	x.fill(s, h)
-	x.eng.emit(x.run, s, StatusUpdated)
+	x.eng.emit(x.run, s, event.AlertUpdated)
 }
 
 // fill sets the situation's place, time, details and summary from h.
@@ -181,9 +181,9 @@ func (s *situation) addEvidence(id string) bool {
 	if id == "" || slices.Contains(s.evidence, id) {
 		return false
 	}
-	if len(s.evidence) == MaxEvidence {
+	if len(s.evidence) == event.MaxEvidence {
 		copy(s.evidence, s.evidence[1:])
-		s.evidence = s.evidence[:MaxEvidence-1]
+		s.evidence = s.evidence[:event.MaxEvidence-1]
 	}
 	s.evidence = append(s.evidence, cloneString(id))
 	return true
@@ -191,7 +191,7 @@ func (s *situation) addEvidence(id string) bool {
 
 // resolve closes the open situation of subject, if any, with a resolved
 // message; e (may be nil) is the event that ended it.
-func (x *evalCtx) resolve(subject Subject, e *event.Event, details []Detail) {
+func (x *evalCtx) resolve(subject event.Subject, e *event.Event, details []event.Detail) {
 	var kb [96]byte
 	key := sitKey(kb[:0], subject)
 	s, ok := x.run.sits.get(string(key))
@@ -205,7 +205,7 @@ func (x *evalCtx) resolve(subject Subject, e *event.Event, details []Detail) {
 	if details != nil {
 		s.details = cloneDetails(details)
 	}
-	x.eng.emit(x.run, s, StatusResolved)
+	x.eng.emit(x.run, s, event.AlertResolved)
 	x.run.sits.delete(string(key))
 }
 
@@ -216,14 +216,14 @@ func (e *Engine) expireSituations(run *ruleRun) {
 		if s.sticky {
 			return true
 		}
-		e.emit(run, s, StatusResolved)
+		e.emit(run, s, event.AlertResolved)
 		return false
 	})
 }
 
 // emit appends one message of situation s to the call's output.
-func (e *Engine) emit(run *ruleRun, s *situation, status Status) {
-	a := Alert{
+func (e *Engine) emit(run *ruleRun, s *situation, status event.AlertStatus) {
+	a := event.Alert{
 		ID:        s.id,
 		Rule:      run.r.id,
 		Severity:  s.severity,
@@ -249,8 +249,8 @@ func (e *Engine) emit(run *ruleRun, s *situation, status Status) {
 
 // cloneDetails copies the strings of d, which may share memory with a
 // decoded message.
-func cloneDetails(d []Detail) []Detail {
-	out := make([]Detail, len(d))
+func cloneDetails(d []event.Detail) []event.Detail {
+	out := make([]event.Detail, len(d))
 	for i, v := range d {
 		out[i].Name = v.Name
 		switch x := v.Value.(type) {
@@ -269,15 +269,15 @@ func cloneDetails(d []Detail) []Detail {
 	return out
 }
 
-func severityRank(s Severity) int {
+func severityRank(s event.Severity) int {
 	switch s {
-	case SeverityCritical:
+	case event.SeverityCritical:
 		return 4
-	case SeverityHigh:
+	case event.SeverityHigh:
 		return 3
-	case SeverityMedium:
+	case event.SeverityMedium:
 		return 2
-	case SeverityLow:
+	case event.SeverityLow:
 		return 1
 	}
 	return 0
@@ -299,7 +299,7 @@ func itoa(n int) string { return strconv.Itoa(n) }
 // replays the input, so that the replay updates these situations (or finds
 // nothing new for them) instead of raising them again under a new id. It
 // reports false when the alert's rule is not running.
-func (e *Engine) seed(a *Alert) bool {
+func (e *Engine) seed(a *event.Alert) bool {
 	for _, run := range e.runs {
 		if run.r.id != a.Rule {
 			continue
@@ -311,7 +311,7 @@ func (e *Engine) seed(a *Alert) bool {
 		_, sticky := run.r.kind.(*absenceRule)
 		*s = situation{
 			id:        cloneString(a.ID),
-			subject:   Subject{Kind: a.Subject.Kind, ID: cloneString(a.Subject.ID)},
+			subject:   event.Subject{Kind: a.Subject.Kind, ID: cloneString(a.Subject.ID)},
 			last:      t,
 			sticky:    sticky,
 			severity:  a.Severity,

@@ -95,14 +95,14 @@ type TestInput struct {
 // ExpectedAlert is an alert message a case must produce; empty fields are
 // not compared.
 type ExpectedAlert struct {
-	Rule      string         `yaml:"rule"`
-	Status    Status         `yaml:"status"`
-	Severity  Severity       `yaml:"severity"`
-	Subject   *Subject       `yaml:"subject"`
-	EventTime string         `yaml:"event_time"`
-	Evidence  []string       `yaml:"evidence"`
-	Summary   string         `yaml:"summary"`
-	Details   map[string]any `yaml:"details"`
+	Rule      string            `yaml:"rule"`
+	Status    event.AlertStatus `yaml:"status"`
+	Severity  event.Severity    `yaml:"severity"`
+	Subject   *event.Subject    `yaml:"subject"`
+	EventTime string            `yaml:"event_time"`
+	Evidence  []string          `yaml:"evidence"`
+	Summary   string            `yaml:"summary"`
+	Details   map[string]any    `yaml:"details"`
 }
 
 // TestPseudonymKey is the pseudonym key of test files that name none.
@@ -285,7 +285,7 @@ func cmpOr(s, def string) string {
 
 // run feeds one case to a fresh engine and returns the alerts of the rules
 // compared.
-func (env *testEnv) run(tf *TestFile, tc *TestCase) ([]Alert, error) {
+func (env *testEnv) run(tf *TestFile, tc *TestCase) ([]event.Alert, error) {
 	eng, err := New(env.cfg, env.rs, nil)
 	if err != nil {
 		return nil, err
@@ -293,7 +293,7 @@ func (env *testEnv) run(tf *TestFile, tc *TestCase) ([]Alert, error) {
 	far := time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
 	dec := event.Decoder{Now: func() time.Time { return far }}
 	var (
-		out  []Alert
+		out  []event.Alert
 		wall time.Time
 		ev   event.Event
 	)
@@ -369,7 +369,7 @@ func (in *TestInput) message(defaults map[string]map[string]any) ([]byte, error)
 
 // compareAlerts returns the differences between the expected alerts and
 // those raised, one line per alert, or "".
-func compareAlerts(want []ExpectedAlert, got []Alert) string {
+func compareAlerts(want []ExpectedAlert, got []event.Alert) string {
 	var b strings.Builder
 	n := max(len(want), len(got))
 	for i := range n {
@@ -405,25 +405,15 @@ func (x *ExpectedAlert) String() string {
 	return s
 }
 
-func describeAlert(a *Alert) string {
-	var d []byte
-	d = append(d, '{')
-	for i, x := range a.Details {
-		if i > 0 {
-			d = append(d, ',')
-		}
-		d = event.AppendJSONString(d, x.Name)
-		d = append(d, ':')
-		d = appendJSONValue(d, x.Value)
-	}
-	d = append(d, '}')
+func describeAlert(a *event.Alert) string {
+	d := a.AppendDetailsJSON(nil)
 	return fmt.Sprintf("%s %s %s:%s %s evidence=%s details=%s summary=%q",
 		a.Rule, a.Status, a.Subject.Kind, a.Subject.ID, a.Severity,
 		strings.Join(a.Evidence, ","), d, a.Summary)
 }
 
 // mismatch names the first field of a that differs from x, or "".
-func (x *ExpectedAlert) mismatch(a *Alert) string {
+func (x *ExpectedAlert) mismatch(a *event.Alert) string {
 	switch {
 	case x.Rule != "" && x.Rule != a.Rule:
 		return "rule"

@@ -1,41 +1,16 @@
 package store
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"math"
 	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
-)
 
-// wireAlert is an alert message of CONTRACT.md section 3 as the sink reads
-// it. The store does not depend on the rule engine (which writes these),
-// so it decodes the contract's JSON itself; alerts are few next to events,
-// and encoding/json is fast enough here.
-type wireAlert struct {
-	ID       string `json:"id"`
-	Rule     string `json:"rule"`
-	Severity string `json:"severity"`
-	Status   string `json:"status"`
-	Subject  struct {
-		Kind string `json:"kind"`
-		ID   string `json:"id"`
-	} `json:"subject"`
-	EventTime   time.Time       `json:"event_time"`
-	RaisedAt    time.Time       `json:"raised_at"`
-	Lat         float64         `json:"lat"`
-	Lon         float64         `json:"lon"`
-	District    string          `json:"district"`
-	CircleID    string          `json:"circle_id"`
-	TierMinutes int             `json:"tier_minutes"`
-	Evidence    []string        `json:"evidence"`
-	Summary     string          `json:"summary"`
-	Details     json.RawMessage `json:"details"`
-}
+	"citywatch/event"
+)
 
 // AlertRows holds alert messages (every lifecycle message is a row of the
 // alerts table) until they are inserted; not safe for concurrent use. It
@@ -68,24 +43,21 @@ type AlertRows struct {
 // and adds it as a row; ingestedAt is when the sink stored it. A message
 // without id, rule or status is an error and adds nothing.
 func (r *AlertRows) AddAlert(data []byte, ingestedAt time.Time) error {
-	var a wireAlert
-	if err := json.Unmarshal(data, &a); err != nil {
-		return fmt.Errorf("cannot decode alert: %w", err)
+	a, err := event.DecodeAlert(data)
+	if err != nil {
+		return err
 	}
-	if a.ID == "" || a.Rule == "" || a.Status == "" {
-		return fmt.Errorf("cannot decode alert: id, rule and status are required")
+	if a.Status == "" {
+		return fmt.Errorf("cannot decode alert %s: status is required", a.ID)
 	}
-	details := "{}"
-	if d := bytes.TrimSpace(a.Details); len(d) > 0 && !bytes.Equal(d, []byte("null")) {
-		details = string(d)
-	}
+	details := string(a.AppendDetailsJSON(nil))
 	et, etMs := splitTime(a.EventTime)
 	ra, raMs := splitTime(a.RaisedAt)
 	ing, _ := splitTime(ingestedAt)
 	r.id = append(r.id, a.ID)
 	r.rule = append(r.rule, a.Rule)
-	r.severity = append(r.severity, a.Severity)
-	r.status = append(r.status, a.Status)
+	r.severity = append(r.severity, string(a.Severity))
+	r.status = append(r.status, string(a.Status))
 	r.subjectKind = append(r.subjectKind, a.Subject.Kind)
 	r.subjectID = append(r.subjectID, a.Subject.ID)
 	r.eventTime = append(r.eventTime, et)

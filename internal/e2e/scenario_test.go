@@ -72,7 +72,7 @@ func TestScenarioGroundTruth(t *testing.T) {
 	norm.Now = raw.Now
 	var ev, in event.Event
 	var buf []byte
-	var out []rules.Alert
+	var out []event.Alert
 	// Alerts go through their wire form, as citywatch sim verify reads
 	// them from the alerts topic.
 	var alerts []simulators.Alert

@@ -1,4 +1,4 @@
-package rules
+package event
 
 import (
 	"bytes"
@@ -9,8 +9,6 @@ import (
 	"fmt"
 	"strconv"
 	"time"
-
-	"citywatch/event"
 )
 
 // Severity is how urgent an alert is.
@@ -33,15 +31,15 @@ func (s Severity) Valid() bool {
 	return false
 }
 
-// Status is where an alert message stands in the alert's lifecycle.
-type Status string
+// AlertStatus is where an alert message stands in the alert's lifecycle.
+type AlertStatus string
 
 // The lifecycle of an alert: one firing message, any number of updated
 // messages (more evidence for the same situation), one resolved message.
 const (
-	StatusFiring   Status = "firing"
-	StatusUpdated  Status = "updated"
-	StatusResolved Status = "resolved"
+	AlertFiring   AlertStatus = "firing"
+	AlertUpdated  AlertStatus = "updated"
+	AlertResolved AlertStatus = "resolved"
 )
 
 // Subject kinds of CONTRACT.md section 3.
@@ -75,7 +73,7 @@ type Alert struct {
 	ID        string
 	Rule      string
 	Severity  Severity
-	Status    Status
+	Status    AlertStatus
 	Subject   Subject
 	EventTime time.Time // device time of the event that raised or last updated it
 	RaisedAt  time.Time // when this message was emitted
@@ -132,30 +130,30 @@ func AlertID(rule string, subject Subject, start time.Time) string {
 // allocate when dst has room, except for details of type []string.
 func (a *Alert) AppendJSON(dst []byte) []byte {
 	dst = append(dst, `{"id":`...)
-	dst = event.AppendJSONString(dst, a.ID)
+	dst = AppendJSONString(dst, a.ID)
 	dst = append(dst, `,"rule":`...)
-	dst = event.AppendJSONString(dst, a.Rule)
+	dst = AppendJSONString(dst, a.Rule)
 	dst = append(dst, `,"severity":`...)
-	dst = event.AppendJSONString(dst, string(a.Severity))
+	dst = AppendJSONString(dst, string(a.Severity))
 	dst = append(dst, `,"status":`...)
-	dst = event.AppendJSONString(dst, string(a.Status))
+	dst = AppendJSONString(dst, string(a.Status))
 	dst = append(dst, `,"subject":{"kind":`...)
-	dst = event.AppendJSONString(dst, a.Subject.Kind)
+	dst = AppendJSONString(dst, a.Subject.Kind)
 	dst = append(dst, `,"id":`...)
-	dst = event.AppendJSONString(dst, a.Subject.ID)
+	dst = AppendJSONString(dst, a.Subject.ID)
 	dst = append(dst, `},"event_time":"`...)
 	dst = a.EventTime.AppendFormat(dst, rfc3339Milli)
 	dst = append(dst, `","raised_at":"`...)
 	dst = a.RaisedAt.UTC().AppendFormat(dst, rfc3339Milli)
 	dst = append(dst, `","lat":`...)
-	dst = event.AppendJSONFloat(dst, a.Lat)
+	dst = AppendJSONFloat(dst, a.Lat)
 	dst = append(dst, `,"lon":`...)
-	dst = event.AppendJSONFloat(dst, a.Lon)
+	dst = AppendJSONFloat(dst, a.Lon)
 	dst = append(dst, `,"district":`...)
-	dst = event.AppendJSONString(dst, a.District)
+	dst = AppendJSONString(dst, a.District)
 	if a.CircleID != "" || a.TierMinutes != 0 {
 		dst = append(dst, `,"circle_id":`...)
-		dst = event.AppendJSONString(dst, a.CircleID)
+		dst = AppendJSONString(dst, a.CircleID)
 		dst = append(dst, `,"tier_minutes":`...)
 		dst = strconv.AppendInt(dst, int64(a.TierMinutes), 10)
 	}
@@ -164,20 +162,28 @@ func (a *Alert) AppendJSON(dst []byte) []byte {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		dst = event.AppendJSONString(dst, id)
+		dst = AppendJSONString(dst, id)
 	}
 	dst = append(dst, `],"summary":`...)
-	dst = event.AppendJSONString(dst, a.Summary)
-	dst = append(dst, `,"details":{`...)
+	dst = AppendJSONString(dst, a.Summary)
+	dst = append(dst, `,"details":`...)
+	dst = a.AppendDetailsJSON(dst)
+	return append(dst, '}')
+}
+
+// AppendDetailsJSON appends the details of a as one JSON object, members in
+// order, to dst and returns the extended slice.
+func (a *Alert) AppendDetailsJSON(dst []byte) []byte {
+	dst = append(dst, '{')
 	for i, d := range a.Details {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		dst = event.AppendJSONString(dst, d.Name)
+		dst = AppendJSONString(dst, d.Name)
 		dst = append(dst, ':')
 		dst = appendJSONValue(dst, d.Value)
 	}
-	return append(dst, "}}"...)
+	return append(dst, '}')
 }
 
 const rfc3339Milli = "2006-01-02T15:04:05.000Z07:00"
@@ -185,7 +191,7 @@ const rfc3339Milli = "2006-01-02T15:04:05.000Z07:00"
 func appendJSONValue(dst []byte, v any) []byte {
 	switch v := v.(type) {
 	case string:
-		return event.AppendJSONString(dst, v)
+		return AppendJSONString(dst, v)
 	case bool:
 		return strconv.AppendBool(dst, v)
 	case int:
@@ -193,14 +199,14 @@ func appendJSONValue(dst []byte, v any) []byte {
 	case int64:
 		return strconv.AppendInt(dst, v, 10)
 	case float64:
-		return event.AppendJSONFloat(dst, v)
+		return AppendJSONFloat(dst, v)
 	case []string:
 		dst = append(dst, '[')
 		for i, s := range v {
 			if i > 0 {
 				dst = append(dst, ',')
 			}
-			dst = event.AppendJSONString(dst, s)
+			dst = AppendJSONString(dst, s)
 		}
 		return append(dst, ']')
 	case nil:
@@ -220,7 +226,7 @@ type wireAlert struct {
 	ID          string          `json:"id"`
 	Rule        string          `json:"rule"`
 	Severity    Severity        `json:"severity"`
-	Status      Status          `json:"status"`
+	Status      AlertStatus     `json:"status"`
 	Subject     Subject         `json:"subject"`
 	EventTime   time.Time       `json:"event_time"`
 	RaisedAt    time.Time       `json:"raised_at"`

@@ -1,4 +1,4 @@
-package rules
+package event
 
 import (
 	"encoding/json"
@@ -11,7 +11,7 @@ import (
 func TestAlertJSON(t *testing.T) {
 	loc := time.FixedZone("CST", 8*3600)
 	a := Alert{
-		ID: "3f1c", Rule: "vehicle.hotlist", Severity: SeverityHigh, Status: StatusFiring,
+		ID: "3f1c", Rule: "vehicle.hotlist", Severity: SeverityHigh, Status: AlertFiring,
 		Subject:   Subject{Kind: SubjectPlate, ID: "鄂F12345"},
 		EventTime: time.Date(2026, 11, 26, 8, 15, 30, 125e6, loc),
 		RaisedAt:  time.Date(2026, 11, 26, 0, 15, 30, 130e6, time.UTC),
@@ -46,7 +46,7 @@ func TestAlertJSON(t *testing.T) {
 }
 
 func TestAlertJSONWithoutCircle(t *testing.T) {
-	a := Alert{ID: "x", Rule: "r", Severity: SeverityLow, Status: StatusResolved, Subject: Subject{"device", "d"}}
+	a := Alert{ID: "x", Rule: "r", Severity: SeverityLow, Status: AlertResolved, Subject: Subject{"device", "d"}}
 	var m map[string]any
 	if err := json.Unmarshal(a.AppendJSON(nil), &m); err != nil {
 		t.Fatal(err)
@@ -86,11 +86,36 @@ func TestAlertIDDeterministic(t *testing.T) {
 	}
 }
 
-func TestAppendJSONAllocs(t *testing.T) {
-	a := Alert{ID: "x", Rule: "r", Severity: SeverityLow, Status: StatusFiring, Subject: Subject{"device", "d"},
+func TestAlertAppendJSONAllocs(t *testing.T) {
+	a := Alert{ID: "x", Rule: "r", Severity: SeverityLow, Status: AlertFiring, Subject: Subject{"device", "d"},
 		Evidence: []string{"a", "b"}, Details: []Detail{{"n", 1}, {"s", "x"}}}
 	buf := make([]byte, 0, 1024)
 	if n := testing.AllocsPerRun(100, func() { buf = a.AppendJSON(buf[:0]) }); n != 0 {
 		t.Errorf("AppendJSON allocates %v times", n)
+	}
+}
+
+func TestDispatchJSONRoundTrip(t *testing.T) {
+	d := Dispatch{
+		ID: "d1", AlertID: "a1", UnitID: "unit-007", Status: DispatchAssigned,
+		Time:       time.Date(2026, 11, 26, 0, 15, 30, 125e6, time.UTC),
+		ETASeconds: 92.5, DistanceM: 1530, CircleID: "c-07", TierMinutes: 3,
+	}
+	b := d.AppendJSON(nil)
+	want := `{"id":"d1","alert_id":"a1","unit_id":"unit-007","status":"assigned","time":"2026-11-26T00:15:30.125Z","eta_s":92.5,"distance_m":1530,"circle_id":"c-07","tier_minutes":3}`
+	if string(b) != want {
+		t.Fatalf("AppendJSON:\n got %s\nwant %s", b, want)
+	}
+	got, err := DecodeDispatch(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(d, got); diff != "" {
+		t.Errorf("round trip (-want +got):\n%s", diff)
+	}
+	for _, bad := range []string{`{`, `{"id":"d1","alert_id":"a1","status":"lost","time":"2026-11-26T00:15:30Z"}`, `{"id":"d1","status":"assigned","time":"2026-11-26T00:15:30Z"}`, `{"id":"d1","alert_id":"a1","status":"assigned"}`} {
+		if _, err := DecodeDispatch([]byte(bad)); err == nil {
+			t.Errorf("DecodeDispatch(%s): no error", bad)
+		}
 	}
 }
