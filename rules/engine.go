@@ -32,6 +32,7 @@ type Engine struct {
 	stream    int64     // stream time: maxEvent, moved on by the wall clock while idle
 	lastInput time.Time // wall clock when the last event arrived
 	wm        int64     // watermark
+	hold      int64     // stream time the watermark may not pass (Unix ms); 0: none
 	lastTick  int64     // watermark at the last tick
 
 	env       exprEnv
@@ -243,8 +244,26 @@ func (e *Engine) Advance(now time.Time, out []event.Alert) []event.Alert {
 	return e.flushOut()
 }
 
+// Hold keeps stream time, and with it the watermark, at or below t until
+// the next call; the zero time releases it. A consumer catching up on a
+// backlog holds the watermark at the newest event time of the partition
+// furthest behind, so that events of partitions delivered later are not
+// late only because another partition's backlog came first. Timers wait
+// while held, as they do during a replay.
+func (e *Engine) Hold(t time.Time) {
+	if t.IsZero() {
+		e.hold = 0
+		return
+	}
+	e.hold = t.UnixMilli()
+}
+
 func (e *Engine) moveWatermark() {
-	wm := e.stream - e.cfg.Lateness.Milliseconds()
+	stream := e.stream
+	if e.hold != 0 && e.hold < stream {
+		stream = e.hold
+	}
+	wm := stream - e.cfg.Lateness.Milliseconds()
 	if wm <= e.wm {
 		return
 	}

@@ -255,6 +255,7 @@ func (r *Role) replay(ctx context.Context, start, since time.Time) (int, error) 
 		// downtime later, with the same id.
 		r.scratch = r.eng.Process(start, &next.ev, r.scratch[:0])
 		r.queueLocked(start, r.scratch)
+		r.catchUp.observe(next.pr.partition, next.ev.Time.UnixMilli(), start)
 		n++
 		if r.metrics != nil {
 			r.metrics.replayed.Inc()

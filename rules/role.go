@@ -195,6 +195,9 @@ type Role struct {
 	// order the messages were queued.
 	writeMu sync.Mutex
 
+	// catchUp holds the watermark while a backlog drains; guarded by mu.
+	catchUp catchUp
+
 	// skipBelow holds, per partition of the events topic, the end offset
 	// that the restart replayed up to; written before the consumer starts
 	// and read-only after.
@@ -227,6 +230,7 @@ func NewRole(cfg RoleConfig, ecfg Config, kc kafkaio.Config, p *event.Pseudonymi
 		writer:      w,
 		eventsTopic: kc.Topic(kafkaio.TopicEvents),
 		alertsTopic: kc.Topic(kafkaio.TopicAlerts),
+		catchUp:     catchUp{stale: catchUpStale},
 	}
 	if reg != nil {
 		r.metrics = NewMetrics(reg)
@@ -373,9 +377,15 @@ func (r *Role) advance(now time.Time) {
 	if len(r.pending) >= r.cfg.MaxPending {
 		return
 	}
+	r.eng.Hold(r.catchUp.hold(now))
 	r.scratch = r.eng.Advance(now, r.scratch[:0])
 	r.queueLocked(now, r.scratch)
 }
+
+// catchUpStale is how long a partition holds the watermark after its last
+// message (see catchUp): longer than a fetch takes under load, far shorter
+// than any rule's timeout.
+const catchUpStale = 10 * time.Second
 
 // queueLocked encodes alerts onto the pending queue, dropping those the
 // restart's check finds already written. r.mu is held. Alerts are rare
@@ -457,6 +467,8 @@ func (h *handler) Add(m *kafka.Message) {
 	}
 	now := r.now()
 	r.mu.Lock()
+	r.catchUp.observe(m.Partition, h.ev.Time.UnixMilli(), now)
+	r.eng.Hold(r.catchUp.hold(now))
 	r.scratch = r.eng.Process(now, &h.ev, r.scratch[:0])
 	if len(r.scratch) > 0 {
 		r.queueLocked(now, r.scratch)
