@@ -35,6 +35,10 @@ type Engine struct {
 	hold      int64     // stream time the watermark may not pass (Unix ms); 0: none
 	lastTick  int64     // watermark at the last tick
 
+	// shards, when not nil, limits evaluation to the owned keys (scale-out).
+	shards   *Shards
+	shardBuf [64]byte
+
 	env       exprEnv
 	envFilled bool // env holds the event of the current Process call
 	vm        vm.VM
@@ -197,6 +201,11 @@ func (e *Engine) Process(now time.Time, ev *event.Event, out []event.Alert) []ev
 	runs := e.byType[ev.Type&31]
 	e.envFilled = false
 	for _, run := range runs {
+		if e.shards != nil {
+			if key, ok := run.r.shardKey(&e.cfg, ev, e.shardBuf[:0]); ok && !e.shards.Owns(key) {
+				continue
+			}
+		}
 		if f := run.r.filter; f != nil {
 			ok, err := f.eval(&e.vm, e.envOf(ev))
 			if err != nil {

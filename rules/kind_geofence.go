@@ -176,6 +176,9 @@ func (s *geofenceState) process(x *evalCtx, e *event.Event) {
 		if z.Active != nil && !z.Active(e.Time) {
 			continue
 		}
+		if !x.owns(z.ID) {
+			continue
+		}
 		evidence := []string{e.ID}
 		stayed := int64(0)
 		if r.dwell > 0 {

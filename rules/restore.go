@@ -151,6 +151,9 @@ func (r *Role) readAlerts(ctx context.Context, since time.Time) (*replayCheck, e
 					r.log.Warn("cannot decode alert; skipped", "partition", m.Partition, "offset", m.Offset, "err", err)
 					return
 				}
+				if !r.eng.ownsAlert(&a) {
+					return // another shard's
+				}
 				c.add(&a)
 			})
 		}
@@ -193,9 +196,12 @@ func (r *Role) replay(ctx context.Context, start, since time.Time) (int, error) 
 	if err != nil {
 		return 0, err
 	}
-	committed, err := r.committed(ctx, parts)
-	if err != nil {
-		return 0, err
+	committed := map[int]int64{}
+	if r.cfg.Shards == 0 {
+		// A scaled-out role keeps no input position (see runSharded).
+		if committed, err = r.committed(ctx, parts); err != nil {
+			return 0, err
+		}
 	}
 	var dec event.Decoder
 	var ev event.Event
@@ -222,10 +228,14 @@ func (r *Role) replay(ctx context.Context, start, since time.Time) (int, error) 
 			return 0, fmt.Errorf("cannot search %s/%d: %w", r.eventsTopic, p, err)
 		}
 		// Input the group never committed is processed whatever its age,
-		// as a new group processes what is already there.
-		if c, ok := committed[p]; !ok || c < 0 {
+		// as a new group processes what is already there. A scaled-out
+		// role starts at the horizon.
+		c, ok := committed[p]
+		switch {
+		case r.cfg.Shards > 0:
+		case !ok || c < 0:
 			from = pr.first
-		} else {
+		default:
 			from = max(min(from, c), pr.first)
 		}
 		pr.next = from

@@ -45,6 +45,12 @@ type RoleConfig struct {
 	// writes succeed again; input waits behind the failing write anyway.
 	MaxPending int `yaml:"max_pending"`
 
+	// Shards, when not 0, scales the role out: the processes of Group
+	// share this many shards of the rules' keys (see Role, "Scale-out"),
+	// and the most processes that can share the load is Shards. 0 runs one
+	// process holding every key, consuming the input in Group.
+	Shards int `yaml:"shards"`
+
 	// Hotlist and Watchlist are the list files (CITYWATCH_HOTLIST,
 	// CITYWATCH_WATCHLIST), set by the caller; empty means the built-in
 	// samples.
@@ -57,6 +63,9 @@ const (
 	DefaultGroup          = "citywatch-rules"
 	DefaultAlertsLookback = DefaultForget
 	DefaultMaxPending     = 10_000
+	// MaxShards bounds RoleConfig.Shards: a partition of the shards topic
+	// each.
+	MaxShards = 1024
 )
 
 // SetDefaults fills zero fields with their defaults. Replay stays 0 (the
@@ -95,6 +104,8 @@ func (c RoleConfig) Validate() error {
 		return fmt.Errorf("rules.max_wait: must be positive, got %s", c.MaxWait)
 	case c.MaxPending < 1:
 		return fmt.Errorf("rules.max_pending: must be ≥ 1, got %d", c.MaxPending)
+	case c.Shards < 0 || c.Shards > MaxShards:
+		return fmt.Errorf("rules.shards: must be 0–%d, got %d", MaxShards, c.Shards)
 	}
 	return c.Limits.Validate()
 }
@@ -161,11 +172,19 @@ type Writer interface {
 // input of one horizon (at a few thousand events per second and 24 hours,
 // some minutes), during which alerting waits.
 //
-// The engine holds every key, so the group is meant to have one member:
-// a second process in the group would see part of the input and raise
-// what one process would not. Scale-out by key needs repartition topics.
+// # Scale-out
+//
+// With Shards 0 the engine holds every key, and the group is meant to
+// have one member (a second would see part of the input and raise what
+// one process would not). With Shards N, any number of processes up to N
+// share the keys: the group is formed on a coordination topic of N
+// partitions (TopicShards), each process evaluates only the keys of the
+// shards it was assigned (Shards), and every rebalance rebuilds each
+// process's state for its new shards as a start does. runSharded says why
+// each process reads the whole input rather than a repartition topic.
 type Role struct {
 	cfg     RoleConfig
+	ecfg    Config
 	kc      kafkaio.Config
 	eng     *Engine
 	rel     *Reloader
@@ -178,7 +197,11 @@ type Role struct {
 	tickEvery time.Duration
 	// restored, when not nil, is closed once the restart's restore is
 	// over (for tests).
-	restored chan struct{}
+	restored     chan struct{}
+	restoredOnce sync.Once
+	// assigned, when not nil, is called with the shards of each
+	// generation once its restore is over (for tests).
+	assigned func(owned []int)
 
 	eventsTopic string
 	alertsTopic string
@@ -222,6 +245,7 @@ func NewRole(cfg RoleConfig, ecfg Config, kc kafkaio.Config, p *event.Pseudonymi
 	ecfg.Limits = cfg.Limits
 	r := &Role{
 		cfg:         cfg,
+		ecfg:        ecfg,
 		kc:          kc,
 		kmet:        km,
 		log:         log,
@@ -251,16 +275,37 @@ func NewRole(cfg RoleConfig, ecfg Config, kc kafkaio.Config, p *event.Pseudonymi
 	if r.eng, err = New(ecfg, rs, r.metrics); err != nil {
 		return nil, err
 	}
-	rel.apply = r.eng.Offer
+	rel.apply = r.offer
 	r.rel = rel
 	return r, nil
+}
+
+func (r *Role) markRestored() {
+	if r.restored != nil {
+		r.restoredOnce.Do(func() { close(r.restored) })
+	}
+}
+
+// offer hands a reloaded rule set to the current engine (a scaled-out
+// role replaces its engine at every generation).
+func (r *Role) offer(rs *RuleSet) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.eng.Offer(rs)
 }
 
 // Group returns the consumer group.
 func (r *Role) Group() string { return r.cfg.Group }
 
-// Topics returns the full names of the topics the role consumes.
-func (r *Role) Topics() []string { return []string{r.eventsTopic} }
+// Topics returns the full names of the topics the role consumes in its
+// group, for the lag monitor. A scaled-out role commits no input position
+// (its lag is citywatch_rules_input_lag_messages), so it has none.
+func (r *Role) Topics() []string {
+	if r.cfg.Shards > 0 {
+		return nil
+	}
+	return []string{r.eventsTopic}
+}
 
 // SetCrashHook makes the role stop without committing when f returns an
 // error between a durable write and its commit. It is for failure tests.
@@ -297,10 +342,11 @@ func (r *Role) Run(ctx context.Context) error {
 		}()
 	}
 
-	err := r.restore(ctx)
-	if r.restored != nil {
-		close(r.restored)
+	if r.cfg.Shards > 0 {
+		return r.runSharded(ctx)
 	}
+	err := r.restore(ctx)
+	r.markRestored()
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil

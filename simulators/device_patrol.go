@@ -22,29 +22,36 @@ type unitState struct {
 	leave, arrive    time.Time
 	next             time.Time
 	kmh              float64
+	// resp is the dispatch the unit is answering, or nil (responder.go).
+	resp *response
 }
 
 // Patrol simulates the patrol units: each reports its position every 5 s
 // and moves about its home circle from point to point at road speed,
 // waiting a few minutes at each; mobile police platforms mostly stand.
 // Status is "available" in the background; a scenario may make units busy.
-//
-// Answering dispatches (reading citywatch.dispatches) is not simulated yet.
+// A unit answers the dispatches Sim.Dispatch hands it (responder.go): it
+// reports "busy" from acceptance until it clears.
 type Patrol struct {
 	c     *city.City
 	units []unitState
+	byID  map[string]int
 	tick  *ticker
 	rng   *rand.Rand
+	ans   *rand.Rand // the answers to dispatches, apart so that they do not shift the patrols
 	ids   ids
 	e     event.Event
-	// Positions counts the reports emitted.
-	Positions uint64
+	// responding are the indexes of the units answering a dispatch.
+	responding []int
+	// Positions counts the reports emitted, Answers the patrol.status
+	// answers.
+	Positions, Answers uint64
 }
 
 // NewPatrol returns the simulator of units.
 func NewPatrol(c *city.City, units []*city.Device, seed uint64, start time.Time) *Patrol {
 	rng := rand.New(rand.NewPCG(seed, 0x9a7e))
-	p := &Patrol{c: c, rng: rng, ids: newIDs("unit", seed)}
+	p := &Patrol{c: c, rng: rng, ids: newIDs("unit", seed), byID: map[string]int{}, ans: newResponderRand(seed)}
 	phases := make([]time.Duration, len(units))
 	for i, d := range units {
 		u := unitState{dev: d, circle: c.Circle(d.Circle), fromLat: d.Lat, fromLon: d.Lon, toLat: d.Lat, toLon: d.Lon,
@@ -53,6 +60,7 @@ func NewPatrol(c *city.City, units []*city.Device, seed uint64, start time.Time)
 		if u.circle.TierMinutes == 1 {
 			u.next = start
 		}
+		p.byID[d.ID] = len(p.units)
 		p.units = append(p.units, u)
 		phases[i] = time.Duration(hash64(d.ID, seed)%uint64(PositionEvery/time.Millisecond)) * time.Millisecond
 	}
@@ -73,6 +81,9 @@ func (p *Patrol) Step(now time.Time, emit Emit) {
 		e.Reset()
 		e.ID, e.Type, e.DeviceID, e.Time, e.Lat, e.Lon = p.ids.next(), event.TypePatrolPosition, u.dev.ID, at, lat, lon
 		e.SpeedKmh, e.HeadingDeg, e.Status = kmh, heading, "available"
+		if u.resp != nil && u.resp.phase != phaseReading {
+			e.Status = "busy"
+		}
 		p.Positions++
 		emit(e)
 	})

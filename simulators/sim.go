@@ -167,6 +167,8 @@ type Sim struct {
 	buf    []byte
 	msg    Message
 	Stats  Stats
+	// places are the alert locations for the responding units.
+	places alertPlaces
 }
 
 type lateMsg struct {
@@ -319,6 +321,7 @@ func (s *Sim) Step(now time.Time, emit func(m *Message)) {
 	s.Fuel.Step(now, wrap(city.KindFuelTerminal))
 	s.Drones.Step(now, wrap(city.KindDrone))
 	s.Patrol.Step(now, wrap(city.KindUnit))
+	s.Patrol.respond(now, &s.places, wrap(city.KindUnit))
 	for s.nextP < len(s.planted) && !s.planted[s.nextP].e.Time.After(now) {
 		pl := &s.planted[s.nextP]
 		s.nextP++

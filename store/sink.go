@@ -75,8 +75,9 @@ func (c SinkConfig) Validate() error {
 	return nil
 }
 
-// Sink is the storage role: it consumes the normalised events, the DLQ and
-// the alerts (every lifecycle message) in its own consumer group and inserts them into ClickHouse in batches.
+// Sink is the storage role: it consumes the normalised events, the DLQ,
+// the alerts (every lifecycle message) and the dispatches (every state
+// change) in its own consumer group and inserts them into ClickHouse in batches.
 // Offsets are committed only after the insert succeeded; a replay after a
 // crash inserts the same rows again, which the tables' deduplication and
 // the project's queries absorb.
@@ -89,11 +90,12 @@ type Sink struct {
 	log     *slog.Logger
 	now     func() time.Time
 
-	eventsTopic string
-	dlqTopic    string
-	alertsTopic string
-	crashHook   func() error
-	storedHook  func(eventTimesMs []int64, at time.Time)
+	eventsTopic     string
+	dlqTopic        string
+	alertsTopic     string
+	dispatchesTopic string
+	crashHook       func() error
+	storedHook      func(eventTimesMs []int64, at time.Time)
 }
 
 // NewSink returns the sink role writing to db.
@@ -103,21 +105,24 @@ func NewSink(cfg SinkConfig, kc kafkaio.Config, db *DB, reg prometheus.Registere
 		return nil, err
 	}
 	return &Sink{
-		cfg:         cfg,
-		kc:          kc,
-		db:          db,
-		kmet:        km,
-		metrics:     newSinkMetrics(reg),
-		log:         log.With("role", "sink"),
-		now:         time.Now,
-		eventsTopic: kc.Topic(kafkaio.TopicEvents),
-		dlqTopic:    kc.Topic(kafkaio.TopicDLQ),
-		alertsTopic: kc.Topic(kafkaio.TopicAlerts),
+		cfg:             cfg,
+		kc:              kc,
+		db:              db,
+		kmet:            km,
+		metrics:         newSinkMetrics(reg),
+		log:             log.With("role", "sink"),
+		now:             time.Now,
+		eventsTopic:     kc.Topic(kafkaio.TopicEvents),
+		dlqTopic:        kc.Topic(kafkaio.TopicDLQ),
+		alertsTopic:     kc.Topic(kafkaio.TopicAlerts),
+		dispatchesTopic: kc.Topic(kafkaio.TopicDispatches),
 	}, nil
 }
 
 // Topics returns the full names of the topics the sink consumes.
-func (s *Sink) Topics() []string { return []string{s.eventsTopic, s.dlqTopic, s.alertsTopic} }
+func (s *Sink) Topics() []string {
+	return []string{s.eventsTopic, s.dlqTopic, s.alertsTopic, s.dispatchesTopic}
+}
 
 // Group returns the consumer group.
 func (s *Sink) Group() string { return s.cfg.Group }
@@ -155,7 +160,8 @@ func (s *Sink) Run(ctx context.Context) error {
 			Buffer:     s.cfg.BatchRows,
 		}, s.kmet, s.log,
 			// Two batches: one fills while the other is inserted.
-			&sinkHandler{s: s, batch: NewBatch(), alerts: &AlertRows{}}, &sinkHandler{s: s, batch: NewBatch(), alerts: &AlertRows{}})
+			&sinkHandler{s: s, batch: NewBatch(), alerts: &AlertRows{}, dispatches: &DispatchRows{}},
+			&sinkHandler{s: s, batch: NewBatch(), alerts: &AlertRows{}, dispatches: &DispatchRows{}})
 		if s.crashHook != nil {
 			c.SetBeforeCommit(s.crashHook)
 		}
@@ -197,7 +203,10 @@ type sinkHandler struct {
 	// alerts holds the batch's alert messages (every lifecycle message
 	// is a row), inserted after the events.
 	alerts *AlertRows
-	rows   int
+	// dispatches holds the batch's dispatch messages (every state change
+	// is a row), inserted after the alerts.
+	dispatches *DispatchRows
+	rows       int
 	// times holds the device times (Unix ms) of the batch's events, for
 	// the storage-latency histogram.
 	times []int64
@@ -230,6 +239,12 @@ func (h *sinkHandler) Add(m *kafka.Message) {
 			s.log.Error("cannot decode alert; skipped", "partition", m.Partition, "offset", m.Offset, "err", err)
 			return
 		}
+	case s.dispatchesTopic:
+		if err := h.dispatches.AddDispatch(m.Value, m.Time); err != nil {
+			s.metrics.undecodable.WithLabelValues("dispatches").Inc()
+			s.log.Error("cannot decode dispatch; skipped", "partition", m.Partition, "offset", m.Offset, "err", err)
+			return
+		}
 	default:
 		return
 	}
@@ -238,12 +253,12 @@ func (h *sinkHandler) Add(m *kafka.Message) {
 
 // Full implements kafkaio.Handler.
 func (h *sinkHandler) Full() bool {
-	return max(h.batch.MaxTableLen(), h.alerts.Len()) >= h.s.cfg.BatchRows
+	return max(h.batch.MaxTableLen(), h.alerts.Len(), h.dispatches.Len()) >= h.s.cfg.BatchRows
 }
 
 // Flush implements kafkaio.Handler.
 func (h *sinkHandler) Flush(ctx context.Context) error {
-	if h.batch.Len() == 0 && h.alerts.Len() == 0 {
+	if h.batch.Len() == 0 && h.alerts.Len() == 0 && h.dispatches.Len() == 0 {
 		h.rows = 0
 		h.times = h.times[:0]
 		return nil
@@ -251,8 +266,8 @@ func (h *sinkHandler) Flush(ctx context.Context) error {
 	ictx, cancel := context.WithTimeout(ctx, h.s.cfg.InsertTimeout)
 	defer cancel()
 	start := time.Now()
-	// Events, then alerts; a failure retries both, and the copies of
-	// what was inserted collapse.
+	// Events, then alerts, then dispatches; a failure retries all, and
+	// the copies of what was inserted collapse.
 	if err := h.s.db.Insert(ictx, h.batch); err != nil {
 		h.s.metrics.insertErrors.Inc()
 		return err
@@ -261,7 +276,11 @@ func (h *sinkHandler) Flush(ctx context.Context) error {
 		h.s.metrics.insertErrors.Inc()
 		return err
 	}
-	n := h.batch.Len() + h.alerts.Len()
+	if err := h.s.db.InsertDispatches(ictx, h.dispatches); err != nil {
+		h.s.metrics.insertErrors.Inc()
+		return err
+	}
+	n := h.batch.Len() + h.alerts.Len() + h.dispatches.Len()
 	h.s.metrics.insertSeconds.Observe(time.Since(start).Seconds())
 	h.s.metrics.batchRows.Observe(float64(n))
 	h.s.metrics.rows.Add(float64(n))
@@ -276,6 +295,7 @@ func (h *sinkHandler) Flush(ctx context.Context) error {
 	h.times = h.times[:0]
 	h.batch.Reset()
 	h.alerts.Reset()
+	h.dispatches.Reset()
 	h.rows = 0
 	return nil
 }

@@ -13,7 +13,9 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"citywatch/dispatch"
 	"citywatch/ingest"
+	"citywatch/ingest/gateway"
 	"citywatch/internal/kafkaio"
 	"citywatch/rules"
 	"citywatch/store"
@@ -29,7 +31,9 @@ type Config struct {
 	Ingest     ingest.Config    `yaml:"ingest"`
 	Sink       store.SinkConfig `yaml:"sink"`
 	Rules      rules.RoleConfig `yaml:"rules"`
+	Dispatch   dispatch.Config  `yaml:"dispatch"`
 	HTTP       web.Config       `yaml:"http"`
+	Gateway    gateway.Config   `yaml:"gateway"`
 	// Timezone is the local zone for schedules, display and GA/T 1400
 	// times (CITYWATCH_TZ).
 	Timezone string `yaml:"timezone"`
@@ -114,7 +118,9 @@ func (c *Config) setDefaults() {
 	c.Ingest.SetDefaults()
 	c.Sink.SetDefaults()
 	c.Rules.SetDefaults()
+	c.Dispatch.SetDefaults()
 	c.HTTP.SetDefaults()
+	c.Gateway.SetDefaults()
 	if c.Timezone == "" {
 		c.Timezone = "Asia/Shanghai"
 	}
@@ -158,6 +164,11 @@ func (c Config) validate(roles map[string]bool, needKafka bool) error {
 		}
 		if len(c.PseudonymKey) < 16 {
 			return errors.New("CITYWATCH_PSEUDONYM_KEY: the rules role needs the secret ingest uses (at least 16 bytes), to match the watchlist")
+		}
+	}
+	if roles["dispatch"] {
+		if err := c.Dispatch.Validate(); err != nil {
+			return err
 		}
 	}
 	if roles["sink"] || roles["migrate"] {

@@ -35,7 +35,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if len(cfg.PseudonymKey) == 0 {
 		cfg.PseudonymKey = randomKey()
 	}
-	roles := map[string]bool{"ingest": true, "rules": true, "sink": !*noSink, "web": true}
+	roles := map[string]bool{"ingest": true, "rules": true, "dispatch": true, "sink": !*noSink, "web": true}
 	if err := cfg.validate(roles, false); err != nil {
 		return fmt.Errorf("invalid configuration: %w", err)
 	}
@@ -88,11 +88,18 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return runErr
 	}
 
+	// The simulated units answer the dispatcher's orders.
+	inbox := make(chan simInput, responderInbox)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		readForResponders(ctx, cfg.Kafka, inbox, stderr)
+	}()
 	w := cfg.Kafka.NewWriter()
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		pubErr = runSim(ctx, sim, w, cfg.Kafka.TopicPrefix, sc.Start, 0, *speedup, time.Hour, io.Discard)
+		pubErr = runSim(ctx, sim, w, cfg.Kafka.TopicPrefix, sc.Start, 0, *speedup, time.Hour, io.Discard, inbox)
 		if pubErr != nil {
 			cancel()
 		}
@@ -114,7 +121,8 @@ citywatch demo is running.
     clickhouse-client --query "SELECT type, count() FROM %s.events FINAL GROUP BY type"
     clickhouse-client --query "SELECT code, count() FROM %s.rejected FINAL GROUP BY code"
     clickhouse-client --query "SELECT rule, status, count() FROM %s.alerts FINAL GROUP BY rule, status"
-`, strings.Join(cfg.ClickHouse.Addr, ","), cfg.ClickHouse.Database, cfg.ClickHouse.Database, cfg.ClickHouse.Database, cfg.ClickHouse.Database)
+    clickhouse-client --query "SELECT status, count() FROM %s.dispatches FINAL GROUP BY status"
+`, strings.Join(cfg.ClickHouse.Addr, ","), cfg.ClickHouse.Database, cfg.ClickHouse.Database, cfg.ClickHouse.Database, cfg.ClickHouse.Database, cfg.ClickHouse.Database)
 	}
 	fmt.Fprintln(stdout, "Stop with Ctrl-C.")
 

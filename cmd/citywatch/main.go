@@ -26,7 +26,7 @@ func init() {
 	commands = []command{
 		{"demo", "[--scale F] [--speedup F] [--scenario NAME] [--no-sink]", "the whole system in one process: embedded Kafka-protocol broker, simulated devices, every role, web UI on :8080", cmdDemo},
 		{"run", "--roles ingest,rules,dispatch,sink,web [--check-config]", "the chosen roles against an external Kafka cluster and ClickHouse", cmdRun},
-		{"gateway", "", "the RTP and GA/T 1400 gateway", notBuilt("gateway", "the RTP and GA/T 1400 gateway")},
+		{"gateway", "[--check-config]", "the RTP and GA/T 1400 gateway", cmdGateway},
 		{"sim", "[--scale F] [--rate F] [--duration D] [--speedup F] [--seed N] [--scenario FILE] [--truth FILE]", "the simulators against a Kafka cluster, optionally with a scenario of planted incidents", cmdSim},
 		{"migrate", "[--check-config]", "create or upgrade the ClickHouse schema", cmdMigrate},
 		{"rules", "test FILE…", "run rule test files (events in, expected alerts out)", cmdRules},
@@ -70,12 +70,6 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, "\nEnvironment: CITYWATCH_KAFKA_BROKERS, CITYWATCH_CLICKHOUSE_ADDR, CITYWATCH_CLICKHOUSE_DB,")
 	fmt.Fprintln(w, "CITYWATCH_CLICKHOUSE_USER, CITYWATCH_CLICKHOUSE_PASSWORD, CITYWATCH_HTTP_ADDR, CITYWATCH_CONFIG,")
 	fmt.Fprintln(w, "CITYWATCH_TOPIC_PREFIX, CITYWATCH_PSEUDONYM_KEY, CITYWATCH_TZ, CITYWATCH_HOTLIST, CITYWATCH_WATCHLIST.")
-}
-
-func notBuilt(name, what string) func(context.Context, []string, io.Writer, io.Writer) error {
-	return func(context.Context, []string, io.Writer, io.Writer) error {
-		return fmt.Errorf("not built yet: %s is not part of this release", what)
-	}
 }
 
 func newLogger(w io.Writer, level string) *slog.Logger {

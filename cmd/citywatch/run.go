@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"citywatch/dispatch"
 	"citywatch/event"
 	"citywatch/ingest"
 	"citywatch/internal/city"
@@ -26,7 +27,7 @@ import (
 )
 
 var knownRoles = []string{"ingest", "rules", "dispatch", "sink", "web"}
-var builtRoles = []string{"ingest", "rules", "sink", "web"}
+var builtRoles = []string{"ingest", "rules", "dispatch", "sink", "web"}
 
 func parseRoles(s string) (map[string]bool, error) {
 	roles := map[string]bool{}
@@ -48,7 +49,7 @@ func parseRoles(s string) (map[string]bool, error) {
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	rolesFlag := fs.String("roles", "ingest,rules,sink,web", "comma-separated roles to run")
+	rolesFlag := fs.String("roles", "ingest,rules,dispatch,sink,web", "comma-separated roles to run")
 	check := fs.Bool("check-config", false, "validate the configuration and exit")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -129,8 +130,22 @@ func runRoles(ctx context.Context, cfg Config, roles map[string]bool, log *slog.
 		if err != nil {
 			return err
 		}
-		lagGroups[r.Group()] = r.Topics()
+		if ts := r.Topics(); len(ts) > 0 {
+			lagGroups[r.Group()] = ts
+		}
 		rs = append(rs, role{"rules", r.Run})
+	}
+	if roles["dispatch"] {
+		c, err := city.Default()
+		if err != nil {
+			return fmt.Errorf("cannot load the city model: %w", err)
+		}
+		d, err := dispatch.NewRole(cfg.Dispatch, c, cfg.Kafka, nil, reg, km, log)
+		if err != nil {
+			return err
+		}
+		lagGroups[d.Group()] = d.Topics()
+		rs = append(rs, role{"dispatch", d.Run})
 	}
 	if roles["sink"] {
 		db, err := store.Open(setupCtx, cfg.ClickHouse)

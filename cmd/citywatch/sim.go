@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -48,6 +50,7 @@ func cmdSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	listsDir := fs.String("lists", "", "write the scenario's hotlist.csv and watchlist.csv into this directory")
 	progress := fs.Duration("progress", 5*time.Second, "how often to print progress")
 	dryRun := fs.Bool("dry-run", false, "generate without Kafka and print the figures")
+	respond := fs.Bool("respond", true, "simulated units answer the dispatches of citywatch.dispatches")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: citywatch sim [flags]\n       citywatch sim verify --truth FILE [--alerts FILE] [flags] (see citywatch sim verify -h)\n\nFlags:")
 		fs.PrintDefaults()
@@ -85,6 +88,7 @@ func cmdSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 	var w simulators.Writer = discard{}
 	prefix := "citywatch."
+	var inbox chan simInput
 	if !*dryRun {
 		cfg, err := loadConfig(os.Getenv)
 		if err != nil {
@@ -99,8 +103,90 @@ func cmdSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		kw := cfg.Kafka.NewWriter()
 		defer kw.Close()
 		w, prefix = kw, cfg.Kafka.TopicPrefix
+		if *respond {
+			inbox = make(chan simInput, responderInbox)
+			rctx, stop := context.WithCancel(ctx)
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				readForResponders(rctx, cfg.Kafka, inbox, stderr)
+			}()
+			defer func() { stop(); <-done }()
+		}
 	}
-	return runSim(ctx, sim, w, prefix, sc.Start, *duration, *speedup, *progress, stdout)
+	return runSim(ctx, sim, w, prefix, sc.Start, *duration, *speedup, *progress, stdout, inbox)
+}
+
+// simInput is a message for the simulated units: a dispatch or an alert
+// (whose place the units dispatched to it drive to).
+type simInput struct {
+	dispatch *event.Dispatch
+	alert    *event.Alert
+}
+
+// responderInbox bounds the messages waiting for the simulation loop;
+// beyond it the newest are dropped and counted (a unit that misses its
+// dispatch just does not answer, and the dispatcher reassigns).
+const responderInbox = 4096
+
+// readForResponders reads citywatch.dispatches and citywatch.alerts from
+// their ends, without a consumer group (every simulator sees every
+// message), into inbox until ctx is done; it returns once its readers
+// have stopped.
+func readForResponders(ctx context.Context, kc kafkaio.Config, inbox chan<- simInput, stderr io.Writer) {
+	var wg sync.WaitGroup
+	var dropped atomic.Uint64
+	for _, name := range []string{kafkaio.TopicDispatches, kafkaio.TopicAlerts} {
+		topic := kc.Topic(name)
+		meta, err := kc.Client().Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+		if err != nil {
+			fmt.Fprintf(stderr, "warning: units will not answer dispatches: cannot read metadata of %s: %v\n", topic, err)
+			return
+		}
+		for _, t := range meta.Topics {
+			for _, p := range t.Partitions {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					r := kafka.NewReader(kafka.ReaderConfig{Brokers: kc.Brokers, Topic: topic, Partition: p.ID,
+						MinBytes: 1, MaxBytes: kc.MaxBytes, MaxWait: kc.MaxWait, StartOffset: kafka.LastOffset, ReadLagInterval: -1})
+					defer r.Close()
+					for {
+						m, err := r.FetchMessage(ctx)
+						if err != nil {
+							if ctx.Err() != nil {
+								return
+							}
+							continue
+						}
+						var in simInput
+						if name == kafkaio.TopicDispatches {
+							d, err := event.DecodeDispatch(m.Value)
+							if err != nil {
+								continue
+							}
+							in.dispatch = &d
+						} else {
+							a, err := event.DecodeAlert(m.Value)
+							if err != nil || a.Status != event.AlertFiring {
+								continue
+							}
+							in.alert = &a
+						}
+						select {
+						case inbox <- in:
+						default:
+							dropped.Add(1)
+						}
+					}
+				}()
+			}
+		}
+	}
+	wg.Wait()
+	if n := dropped.Load(); n > 0 {
+		fmt.Fprintf(stderr, "warning: %d dispatch and alert messages for the simulated units were dropped (inbox full)\n", n)
+	}
 }
 
 // newSim loads the city (the embedded one when cityFile is empty) and the
@@ -165,7 +251,10 @@ func writeScenarioFiles(sim *simulators.Sim, scen *simulators.Scenario, truthFil
 // slice's messages as one batch, and paces the slices to speedup (0: no
 // pacing). The batch is reused once written, so at most one slice of
 // messages is held.
-func runSim(ctx context.Context, sim *simulators.Sim, w simulators.Writer, prefix string, start time.Time, duration time.Duration, speedup float64, every time.Duration, out io.Writer) error {
+//
+// inbox, when not nil, holds dispatches and alerts for the simulated
+// units; they are handed to the simulation at the start of each slice.
+func runSim(ctx context.Context, sim *simulators.Sim, w simulators.Writer, prefix string, start time.Time, duration time.Duration, speedup float64, every time.Duration, out io.Writer, inbox <-chan simInput) error {
 	const slice = 100 * time.Millisecond
 	var batch []kafka.Message
 	var arena []byte
@@ -180,6 +269,18 @@ func runSim(ctx context.Context, sim *simulators.Sim, w simulators.Writer, prefi
 		}
 		if duration > 0 && now.Sub(start) >= duration {
 			break
+		}
+		for drained := false; !drained; {
+			select {
+			case in := <-inbox:
+				if in.alert != nil {
+					sim.NoteAlert(in.alert)
+				} else {
+					sim.Dispatch(in.dispatch, now)
+				}
+			default:
+				drained = true
+			}
 		}
 		now = now.Add(slice)
 		batch, arena = batch[:0], arena[:0]

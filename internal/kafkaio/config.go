@@ -199,6 +199,28 @@ func (c Config) NewReader(group string, topics []string) *kafka.Reader {
 	})
 }
 
+// NewPartitionReader returns a reader of one partition of topic without a
+// consumer group, positioned by the caller (SetOffset): for consumers
+// that keep their own position, such as the rules role's shards, which
+// read the whole input and rebuild from it.
+func (c Config) NewPartitionReader(topic string, partition int) *kafka.Reader {
+	return kafka.NewReader(kafka.ReaderConfig{
+		Brokers:          c.Brokers,
+		Topic:            topic,
+		Partition:        partition,
+		QueueCapacity:    c.QueueCapacity,
+		MinBytes:         c.MinBytes,
+		MaxBytes:         c.MaxBytes,
+		MaxWait:          c.MaxWait,
+		ReadBatchTimeout: 10 * time.Second,
+		ReadLagInterval:  -1,
+		ReadBackoffMin:   50 * time.Millisecond,
+		ReadBackoffMax:   time.Second,
+		IsolationLevel:   kafka.ReadCommitted,
+		MaxAttempts:      c.MaxAttempts,
+	})
+}
+
 // NewWriter returns a synchronous writer that takes the topic from each
 // message, partitions by key the way the Java client does (murmur2), waits
 // for all in-sync replicas, and sends a batch after at most BatchTimeout.

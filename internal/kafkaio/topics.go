@@ -31,6 +31,13 @@ func EnsureTopics(ctx context.Context, c Config, names ...string) error {
 	return nil
 }
 
+// EnsureTopic creates topic name with the given partition count when it
+// does not exist yet; an existing topic is left as it is.
+func EnsureTopic(ctx context.Context, c Config, name string, partitions int) error {
+	c.Partitions = partitions
+	return EnsureTopics(ctx, c, name)
+}
+
 // AllTopics lists every topic citywatch uses.
 var AllTopics = []string{
 	TopicCamera, TopicCheckpoint, TopicFuel, TopicDrone, TopicPatrol,

@@ -1,0 +1,122 @@
+//go:build linux && (amd64 || arm64)
+
+package rtp
+
+import (
+	"context"
+	"net"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// listenUDP opens a UDP socket on addr with SO_REUSEPORT, so that several
+// sockets share the port and the kernel spreads senders over them.
+func listenUDP(ctx context.Context, addr string, readBuffer int) (*net.UDPConn, error) {
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+			if readBuffer > 0 {
+				// Beyond net.core.rmem_max where the process may (CAP_NET_ADMIN);
+				// otherwise SetReadBuffer below gets what the limit allows.
+				_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, readBuffer)
+			}
+		})
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+	pc, err := lc.ListenPacket(ctx, "udp", addr)
+	if err != nil {
+		return nil, err
+	}
+	conn := pc.(*net.UDPConn)
+	if readBuffer > 0 {
+		var got int
+		if rc, err := conn.SyscallConn(); err == nil {
+			_ = rc.Control(func(fd uintptr) { got, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF) })
+		}
+		if got < readBuffer {
+			_ = conn.SetReadBuffer(readBuffer) // best effort: capped by net.core.rmem_max
+		}
+	}
+	return conn, nil
+}
+
+// reusePort reports whether several sockets can share a port here.
+const reusePort = true
+
+// mmsghdr is struct mmsghdr of recvmmsg(2) on 64-bit Linux.
+type mmsghdr struct {
+	hdr unix.Msghdr
+	n   uint32
+	_   [4]byte
+}
+
+// batchReader reads up to len(bufs) datagrams per system call with
+// recvmmsg(2), through the runtime's poller, without allocating.
+type batchReader struct {
+	rc    syscall.RawConn
+	hdrs  []mmsghdr
+	iovs  []unix.Iovec
+	bufs  [][]byte
+	n     int
+	errno syscall.Errno
+	fn    func(fd uintptr) bool
+}
+
+func newBatchReader(conn *net.UDPConn, n, size int) (*batchReader, error) {
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	b := &batchReader{rc: rc, hdrs: make([]mmsghdr, n), iovs: make([]unix.Iovec, n), bufs: make([][]byte, n)}
+	for i := range n {
+		b.bufs[i] = make([]byte, size)
+		b.iovs[i].Base = &b.bufs[i][0]
+		b.iovs[i].SetLen(size)
+		b.hdrs[i].hdr.Iov = &b.iovs[i]
+		b.hdrs[i].hdr.SetIovlen(1)
+	}
+	b.fn = b.recv
+	return b, nil
+}
+
+func (b *batchReader) recv(fd uintptr) bool {
+	for {
+		n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.hdrs[0])), uintptr(len(b.hdrs)), unix.MSG_DONTWAIT, 0, 0)
+		switch errno {
+		case 0:
+			b.n, b.errno = int(n), 0
+			return true
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false // wait until readable
+		default:
+			b.n, b.errno = 0, errno
+			return true
+		}
+	}
+}
+
+// read fills the buffers and returns how many datagrams arrived.
+func (b *batchReader) read() (int, error) {
+	if err := b.rc.Read(b.fn); err != nil {
+		return 0, err
+	}
+	if b.errno != 0 {
+		return 0, b.errno
+	}
+	return b.n, nil
+}
+
+// datagram returns the i-th datagram of the last read and whether it was
+// cut short because it did not fit the buffer.
+func (b *batchReader) datagram(i int) ([]byte, bool) {
+	h := &b.hdrs[i]
+	return b.bufs[i][:h.n], h.hdr.Flags&unix.MSG_TRUNC != 0
+}

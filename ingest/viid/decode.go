@@ -1,0 +1,498 @@
+package viid
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"citywatch/event"
+	"citywatch/internal/city"
+)
+
+// text is a JSON string or number (devices send either), kept as text;
+// null is empty.
+type text string
+
+func (t *text) UnmarshalJSON(b []byte) error {
+	switch {
+	case len(b) == 0:
+		return errors.New("empty value")
+	case b[0] == '"':
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		*t = text(strings.TrimSpace(s))
+	case bytes.Equal(b, []byte("null")):
+		*t = ""
+	case b[0] == '-' || b[0] >= '0' && b[0] <= '9':
+		*t = text(b)
+	case bytes.Equal(b, []byte("true")) || bytes.Equal(b, []byte("false")):
+		*t = text(b)
+	default:
+		return errors.New("not a string or number")
+	}
+	return nil
+}
+
+// number is a JSON number or a string holding one; "" and null are
+// absent.
+type number struct {
+	v  float64
+	ok bool
+}
+
+func (n *number) UnmarshalJSON(b []byte) error {
+	var t text
+	if err := t.UnmarshalJSON(b); err != nil {
+		return err
+	}
+	if t == "" {
+		*n = number{}
+		return nil
+	}
+	v, err := strconv.ParseFloat(string(t), 64)
+	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
+		return fmt.Errorf("%q is not a number", shorten(string(t)))
+	}
+	*n = number{v: v, ok: true}
+	return nil
+}
+
+// records is a list of raw records: a JSON array, or one object where a
+// device sent a single record without the array.
+type records []json.RawMessage
+
+func (r *records) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	if len(b) > 0 && b[0] == '{' {
+		*r = records{json.RawMessage(b)}
+		return nil
+	}
+	var raw []json.RawMessage
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return err
+	}
+	*r = raw
+	return nil
+}
+
+// member returns the value of the member of a JSON object whose name
+// equals name without regard to case.
+func member(obj []byte, name string) (json.RawMessage, error) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(obj, &m); err != nil {
+		return nil, err
+	}
+	if v, ok := m[name]; ok {
+		return v, nil
+	}
+	for k, v := range m {
+		if strings.EqualFold(k, name) {
+			return v, nil
+		}
+	}
+	return nil, fmt.Errorf("no %s", name)
+}
+
+// list returns the records of body {"<outer>":{"<inner>":[...]}}, names
+// matched without regard to case.
+func list(body []byte, outer, inner string) (records, error) {
+	o, err := member(body, outer)
+	if err != nil {
+		return nil, err
+	}
+	in, err := member(o, inner)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", outer, err)
+	}
+	var rs records
+	if err := json.Unmarshal(in, &rs); err != nil {
+		return nil, fmt.Errorf("%s.%s: %w", outer, inner, err)
+	}
+	return rs, nil
+}
+
+// Record fields. encoding/json matches member names to these without
+// regard to case; aliases seen in the field are extra fields.
+type motorVehicle struct {
+	MotorVehicleID   text
+	DeviceID         text
+	TollgateID       text
+	PlateNo          text
+	PlateNumber      text // alias of PlateNo
+	PlateColor       text
+	PassTime         text
+	AppearTime       text
+	MarkTime         text
+	LaneNo           number
+	Speed            number
+	VehicleClass     text
+	VehicleColor     text
+	PlateReliability number
+	HasPlate         text
+}
+
+type face struct {
+	FaceID           text
+	DeviceID         text
+	FaceAppearTime   text
+	ShotTime         text
+	LocationMarkTime text
+	AppearTime       text
+}
+
+type person struct {
+	PersonID         text
+	DeviceID         text
+	PersonAppearTime text
+	ShotTime         text
+	LocationMarkTime text
+	AppearTime       text
+}
+
+// recordError is why one record failed; its StatusCode goes into the
+// record's ResponseStatusObject.
+type recordError struct {
+	code   int
+	reason string
+}
+
+func (e *recordError) Error() string { return e.reason }
+
+func badRecord(format string, args ...any) error {
+	return &recordError{code: codeInvalidJSONContent, reason: fmt.Sprintf(format, args...)}
+}
+
+// mapper turns records into events.
+type mapper struct {
+	devices Devices
+	loc     *time.Location
+}
+
+// maxRecordID bounds a record id, so that the event id stays within the
+// contract's 128 characters.
+const maxRecordID = 100
+
+func recordID(field string, v text) (string, error) {
+	switch {
+	case v == "":
+		return "", badRecord("%s missing", field)
+	case utf8.RuneCountInString(string(v)) > maxRecordID:
+		return "", badRecord("%s longer than %d characters", field, maxRecordID)
+	}
+	return string(v), nil
+}
+
+// motorVehicle maps one MotorVehicleObject into e: with a TollgateID a
+// checkpoint.pass at that tollgate, otherwise a camera.detection of a
+// vehicle by DeviceID. It returns the record id for the answer.
+func (m *mapper) motorVehicle(raw []byte, e *event.Event) (string, error) {
+	var r motorVehicle
+	if err := json.Unmarshal(raw, &r); err != nil {
+		id := idOf(raw, "MotorVehicleID")
+		return id, badRecord("cannot decode record: %v", jsonReason(err))
+	}
+	id, err := recordID("MotorVehicleID", r.MotorVehicleID)
+	if err != nil {
+		return "", err
+	}
+	e.Reset()
+	e.ID = "viid-mv-" + id
+	t, err := m.firstTime(map[string]text{"PassTime": r.PassTime, "AppearTime": r.AppearTime, "MarkTime": r.MarkTime}, "PassTime", "AppearTime", "MarkTime")
+	if err != nil {
+		return id, err
+	}
+	e.Time = t
+	plate := r.PlateNo
+	if plate == "" {
+		plate = r.PlateNumber
+	}
+	e.Plate = readablePlate(string(plate))
+	if r.HasPlate == "0" {
+		e.Plate = ""
+	}
+	if e.Plate != "" {
+		if e.PlateColor, err = plateColor(r.PlateColor); err != nil {
+			return id, err
+		}
+	}
+	e.Confidence = 1
+	if r.PlateReliability.ok && e.Plate != "" {
+		c := r.PlateReliability.v
+		if c > 1 {
+			c /= 100 // GA/T 1400 gives 0–100
+		}
+		if c < 0 || c > 1 {
+			return id, badRecord("PlateReliability %v out of range 0–100", r.PlateReliability.v)
+		}
+		e.Confidence = c
+	}
+	if r.TollgateID != "" {
+		d := m.devices.Device(string(r.TollgateID))
+		if d == nil || d.Kind != city.KindCheckpoint {
+			return id, badRecord("unknown tollgate %q", shorten(string(r.TollgateID)))
+		}
+		e.Type, e.DeviceID, e.Lat, e.Lon = event.TypeCheckpointPass, d.ID, d.Lat, d.Lon
+		if !r.LaneNo.ok || r.LaneNo.v < 1 || r.LaneNo.v != math.Trunc(r.LaneNo.v) || r.LaneNo.v > math.MaxInt32 {
+			return id, badRecord("LaneNo missing or not a lane number ≥ 1")
+		}
+		e.Lane = int(r.LaneNo.v)
+		if r.Speed.ok {
+			if r.Speed.v < 0 || r.Speed.v > 1000 {
+				return id, badRecord("Speed %v out of range", r.Speed.v)
+			}
+			e.SpeedKmh = r.Speed.v
+		}
+		e.VehicleType = vehicleType(string(r.VehicleClass))
+		e.VehicleColor = colorName(string(r.VehicleColor))
+		return id, nil
+	}
+	if err := m.camera(r.DeviceID, e); err != nil {
+		return id, err
+	}
+	e.Object, e.Count = "vehicle", 1
+	return id, nil
+}
+
+func (m *mapper) face(raw []byte, e *event.Event) (string, error) {
+	var r face
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return idOf(raw, "FaceID"), badRecord("cannot decode record: %v", jsonReason(err))
+	}
+	id, err := recordID("FaceID", r.FaceID)
+	if err != nil {
+		return "", err
+	}
+	e.Reset()
+	e.ID = "viid-face-" + id
+	if e.Time, err = m.firstTime(map[string]text{"FaceAppearTime": r.FaceAppearTime, "ShotTime": r.ShotTime, "LocationMarkTime": r.LocationMarkTime, "AppearTime": r.AppearTime},
+		"FaceAppearTime", "ShotTime", "LocationMarkTime", "AppearTime"); err != nil {
+		return id, err
+	}
+	if err := m.camera(r.DeviceID, e); err != nil {
+		return id, err
+	}
+	e.Object, e.Count, e.Confidence = "face", 1, 1
+	return id, nil
+}
+
+func (m *mapper) person(raw []byte, e *event.Event) (string, error) {
+	var r person
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return idOf(raw, "PersonID"), badRecord("cannot decode record: %v", jsonReason(err))
+	}
+	id, err := recordID("PersonID", r.PersonID)
+	if err != nil {
+		return "", err
+	}
+	e.Reset()
+	e.ID = "viid-person-" + id
+	if e.Time, err = m.firstTime(map[string]text{"PersonAppearTime": r.PersonAppearTime, "ShotTime": r.ShotTime, "LocationMarkTime": r.LocationMarkTime, "AppearTime": r.AppearTime},
+		"PersonAppearTime", "ShotTime", "LocationMarkTime", "AppearTime"); err != nil {
+		return id, err
+	}
+	if err := m.camera(r.DeviceID, e); err != nil {
+		return id, err
+	}
+	e.Object, e.Count, e.Confidence = "person", 1, 1
+	return id, nil
+}
+
+// camera makes e a camera.detection of the registered camera id.
+func (m *mapper) camera(id text, e *event.Event) error {
+	if id == "" {
+		return badRecord("DeviceID missing")
+	}
+	d := m.devices.Device(string(id))
+	if d == nil || d.Kind != city.KindCamera {
+		return badRecord("unknown camera %q", shorten(string(id)))
+	}
+	e.Type, e.DeviceID, e.Lat, e.Lon, e.CameraClass = event.TypeCameraDetection, d.ID, d.Lat, d.Lon, d.Class
+	return nil
+}
+
+// firstTime parses the first of names that is set.
+func (m *mapper) firstTime(vals map[string]text, names ...string) (time.Time, error) {
+	for _, n := range names {
+		if v := vals[n]; v != "" {
+			t, err := ParseTime(string(v), m.loc)
+			if err != nil {
+				return time.Time{}, badRecord("%s: %v", n, err)
+			}
+			return t, nil
+		}
+	}
+	return time.Time{}, badRecord("%s missing", names[0])
+}
+
+// ParseTime reads a GA/T 1400 time: yyyyMMddHHmmss or yyyyMMddHHmmssSSS
+// (local time of loc, as devices send it), yyyy-MM-dd HH:mm:ss[.SSS]
+// (also local), or RFC 3339 with an offset.
+func ParseTime(s string, loc *time.Location) (time.Time, error) {
+	layouts := []string{"20060102150405", "20060102150405.000", "2006-01-02 15:04:05", "2006-01-02 15:04:05.000", "2006-01-02T15:04:05"}
+	switch {
+	case len(s) == 17 && allDigits(s):
+		s = s[:14] + "." + s[14:]
+	case strings.ContainsAny(s, "Zz+") || len(s) > 19 && strings.Contains(s, "T") && strings.LastIndexByte(s, '-') > 10:
+		t, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil {
+			return time.Time{}, fmt.Errorf("%q is not a GA/T 1400 time", shorten(s))
+		}
+		return t, nil
+	}
+	for _, l := range layouts {
+		if len(l) != len(s) {
+			continue
+		}
+		if t, err := time.ParseInLocation(l, s, loc); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("%q is not a GA/T 1400 time (yyyyMMddHHmmss)", shorten(s))
+}
+
+func allDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// readablePlate returns the plate as read, or "" for the markers devices
+// send when they read none.
+func readablePlate(p string) string {
+	switch p {
+	case "", "-", "无", "无牌", "无车牌", "未识别", "车牌", "未知", "00000000", "NONE", "none", "unknown":
+		return ""
+	}
+	return p
+}
+
+// plateColor maps a GA/T 1400 plate colour (ColorType code of GA/T
+// 1400.3, or a name) to the contract's value. Colours the contract has no
+// value for are "".
+func plateColor(v text) (string, error) {
+	s := strings.ToLower(string(v))
+	switch s {
+	case "":
+		return "", nil
+	case "1", "black", "黑", "黑色":
+		return "black", nil
+	case "2", "white", "白", "白色":
+		return "white", nil
+	case "5", "blue", "蓝", "蓝色":
+		return "blue", nil
+	case "6", "yellow", "黄", "黄色":
+		return "yellow", nil
+	case "9", "green", "绿", "绿色", "渐变绿", "黄绿", "黄绿双拼":
+		return "green", nil
+	}
+	if n, err := strconv.Atoi(s); err == nil && (n >= 0 && n <= 13 || n == 99) {
+		return "", nil // a valid ColorType the contract has no plate colour for
+	}
+	return "", badRecord("PlateColor %q is not a GA/T 1400 colour", shorten(string(v)))
+}
+
+// colorNames are the GA/T 1400.3 ColorType codes, for vehicle colours.
+var colorNames = map[string]string{
+	"1": "black", "2": "white", "3": "gray", "4": "red", "5": "blue", "6": "yellow", "7": "orange",
+	"8": "brown", "9": "green", "10": "purple", "11": "cyan", "12": "pink", "13": "transparent", "99": "other",
+}
+
+// colorName returns a vehicle colour code as a name; free text stays.
+func colorName(s string) string {
+	if n, ok := colorNames[s]; ok {
+		return n
+	}
+	if utf8.RuneCountInString(s) > 32 {
+		return ""
+	}
+	return s
+}
+
+// vehicleType maps VehicleClass (GA 24.4 vehicle type code, as GA/T 1400
+// uses, or a name) to the contract's vehicle_type.
+func vehicleType(s string) string {
+	u := strings.ToUpper(strings.TrimSpace(s))
+	switch u {
+	case "CAR", "SUV", "VAN", "TRUCK", "BUS", "MOTORCYCLE", "OTHER":
+		return strings.ToLower(u)
+	case "轿车", "小型轿车", "小汽车":
+		return "car"
+	case "越野车", "SUV车":
+		return "suv"
+	case "面包车", "MPV", "商务车":
+		return "van"
+	case "货车", "卡车", "大货车", "小货车", "牵引车":
+		return "truck"
+	case "客车", "大客车", "公交车", "大巴":
+		return "bus"
+	case "摩托车":
+		return "motorcycle"
+	}
+	if u == "" {
+		return "other"
+	}
+	switch u[0] {
+	case 'K':
+		switch {
+		case strings.HasPrefix(u, "K1"), strings.HasPrefix(u, "K2"):
+			return "bus"
+		case u == "K32" || u == "K42":
+			return "suv"
+		case u == "K34" || u == "K41" || u == "K44":
+			return "van"
+		case strings.HasPrefix(u, "K3"), strings.HasPrefix(u, "K4"):
+			return "car"
+		}
+	case 'H', 'Q', 'Z', 'G', 'B':
+		return "truck"
+	case 'M':
+		return "motorcycle"
+	}
+	return "other"
+}
+
+// idOf digs the record id out of a record that did not decode, for its
+// answer.
+func idOf(raw []byte, field string) string {
+	v, err := member(raw, field)
+	if err != nil {
+		return ""
+	}
+	var t text
+	if t.UnmarshalJSON(v) != nil || utf8.RuneCountInString(string(t)) > maxRecordID {
+		return ""
+	}
+	return string(t)
+}
+
+// jsonReason shortens encoding/json's errors to what a device integrator
+// needs.
+func jsonReason(err error) string {
+	var ut *json.UnmarshalTypeError
+	if errors.As(err, &ut) {
+		return fmt.Sprintf("field %s has the wrong type", ut.Field)
+	}
+	return err.Error()
+}
+
+func shorten(s string) string {
+	if len(s) <= 64 {
+		return s
+	}
+	n := 64
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
+}

@@ -1,0 +1,120 @@
+// Package viid is the GA/T 1400 (视图库) half of citywatch's gateway
+// (CONTRACT.md section 8): the HTTP endpoints that checkpoints and video
+// platforms push motor-vehicle, face and person records to, with device
+// registration (HTTP Digest, RFC 7616 MD5, as GA/T 1400 devices do) and
+// keepalive. Each record is mapped to a contract event — a motor vehicle
+// with a TollgateID to checkpoint.pass, any other record to
+// camera.detection, a keepalive to device.heartbeat — and handed to the
+// gateway's publisher, which answers only once the event is written to
+// Kafka: a record is acknowledged (StatusCode 0) only when it is durable.
+//
+// The handlers are the gateway's HTTP edge: this package chooses the HTTP
+// status codes of its own server (in httpStatus and the auth challenge),
+// as web/ does for the web role. Field names are matched without regard to
+// case, numbers may come as strings, and times without offset are local
+// time of the configured zone.
+package viid
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"citywatch/event"
+	"citywatch/internal/city"
+)
+
+// Config is the GA/T 1400 receiver's configuration (section gateway.viid).
+type Config struct {
+	// MaxBodyBytes bounds a request body.
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// MaxRecords bounds the records of one request.
+	MaxRecords int `yaml:"max_records"`
+	// Username and Password, when Username is set, make devices register
+	// with HTTP Digest authentication before they push; empty: no
+	// authentication.
+	Username string `yaml:"username"`
+	Password string `yaml:"password"`
+	// Realm is the Digest realm.
+	Realm string `yaml:"realm"`
+	// NonceTTL is how long a Digest nonce is valid.
+	NonceTTL time.Duration `yaml:"nonce_ttl"`
+	// RegistrationTTL is how long a registration lasts without a
+	// keepalive.
+	RegistrationTTL time.Duration `yaml:"registration_ttl"`
+	// MaxRegistered bounds the devices registered at once.
+	MaxRegistered int `yaml:"max_registered"`
+	// AckTimeout bounds how long a request waits for its records to be
+	// written before it is answered 503.
+	AckTimeout time.Duration `yaml:"ack_timeout"`
+	// RetryAfter is the Retry-After of a 503 answer.
+	RetryAfter time.Duration `yaml:"retry_after"`
+}
+
+// SetDefaults fills zero fields with their defaults.
+func (c *Config) SetDefaults() {
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = 8 << 20
+	}
+	if c.MaxRecords == 0 {
+		c.MaxRecords = 1000
+	}
+	if c.Realm == "" {
+		c.Realm = "citywatch"
+	}
+	if c.NonceTTL == 0 {
+		c.NonceTTL = 5 * time.Minute
+	}
+	if c.RegistrationTTL == 0 {
+		c.RegistrationTTL = time.Hour
+	}
+	if c.MaxRegistered == 0 {
+		c.MaxRegistered = 100_000
+	}
+	if c.AckTimeout == 0 {
+		c.AckTimeout = 10 * time.Second
+	}
+	if c.RetryAfter == 0 {
+		c.RetryAfter = time.Second
+	}
+}
+
+// Validate names the first field that is not usable.
+func (c Config) Validate() error {
+	switch {
+	case c.MaxBodyBytes < 1024:
+		return fmt.Errorf("gateway.viid.max_body_bytes: must be ≥ 1024, got %d", c.MaxBodyBytes)
+	case c.MaxRecords < 1:
+		return fmt.Errorf("gateway.viid.max_records: must be ≥ 1, got %d", c.MaxRecords)
+	case c.Username != "" && c.Password == "":
+		return errors.New("gateway.viid.password: must be set when username is")
+	case c.NonceTTL <= 0:
+		return errors.New("gateway.viid.nonce_ttl: must be positive")
+	case c.RegistrationTTL <= 0:
+		return errors.New("gateway.viid.registration_ttl: must be positive")
+	case c.MaxRegistered < 1:
+		return fmt.Errorf("gateway.viid.max_registered: must be ≥ 1, got %d", c.MaxRegistered)
+	case c.AckTimeout <= 0:
+		return errors.New("gateway.viid.ack_timeout: must be positive")
+	case c.RetryAfter < time.Second:
+		return errors.New("gateway.viid.retry_after: must be at least 1s")
+	}
+	return nil
+}
+
+// ErrBusy is returned by a Publisher whose buffer is full; the request is
+// answered 503 with Retry-After.
+var ErrBusy = errors.New("gateway buffer full")
+
+// Publisher writes events to Kafka. Publish returns once every event is
+// written (nil), or with ErrBusy when they could not be queued, or with
+// another error when they were not written in time; it does not keep evs.
+type Publisher interface {
+	Publish(ctx context.Context, evs []event.Event) error
+}
+
+// Devices looks devices up in the registry; *city.City is one.
+type Devices interface {
+	Device(id string) *city.Device
+}

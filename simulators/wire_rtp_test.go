@@ -1,0 +1,54 @@
+package simulators
+
+import (
+	"testing"
+	"time"
+
+	"citywatch/event"
+	"citywatch/ingest/rtp"
+)
+
+func TestAppendMetadataParses(t *testing.T) {
+	tm := time.Date(2026, 11, 26, 8, 15, 30, 125e6, time.UTC)
+	tests := []struct {
+		e             event.Event
+		objects       int
+		notifications int
+	}{
+		{event.Event{Type: event.TypeCameraDetection, Time: tm, Object: "person", Count: 3, Confidence: 0.9, TrackID: "t1"}, 3, 0},
+		{event.Event{Type: event.TypeCameraDetection, Time: tm, Object: "vehicle", Count: 1, Confidence: 0.8, Plate: "鄂F<12345>", PlateColor: "blue", TrackID: "t2"}, 1, 0},
+		{event.Event{Type: event.TypeCameraDetection, Time: tm, Object: "person", Count: 2, Behavior: "fight", Confidence: 0.85}, 0, 1},
+	}
+	var d rtp.Document
+	for _, tt := range tests {
+		doc := AppendMetadata(nil, &tt.e)
+		if err := d.Parse(doc); err != nil {
+			t.Fatalf("%s: %v", doc, err)
+		}
+		if len(d.Objects) != tt.objects || len(d.Notifications) != tt.notifications {
+			t.Fatalf("%+v %+v", d.Objects, d.Notifications)
+		}
+		if tt.objects > 0 {
+			o := d.Objects[0]
+			if o.Class != tt.e.Object || o.Plate != tt.e.Plate || o.PlateColor != tt.e.PlateColor || o.ID != tt.e.TrackID || !o.Time.Equal(tm) || o.Likelihood != tt.e.Confidence {
+				t.Errorf("object %+v from %+v", o, tt.e)
+			}
+		}
+		if tt.notifications > 0 {
+			n := d.Notifications[0]
+			if n.Behavior != tt.e.Behavior || n.Count != tt.e.Count || n.Object != tt.e.Object || n.Likelihood != tt.e.Confidence || !n.Time.Equal(tm) {
+				t.Errorf("notification %+v from %+v", n, tt.e)
+			}
+		}
+	}
+}
+
+func TestAppendMotorVehicle(t *testing.T) {
+	e := event.Event{ID: "cp-1", Type: event.TypeCheckpointPass, DeviceID: "kk-003", Lane: 2, Plate: "鄂F12345", PlateColor: "yellow",
+		VehicleType: "bus", SpeedKmh: 48.5, Confidence: 0.9, Time: time.Date(2026, 11, 26, 0, 15, 30, 7e6, time.UTC)}
+	got := string(AppendMotorVehicle(nil, &e))
+	want := `{"MotorVehicleID":"cp-1","TollgateID":"kk-003","DeviceID":"kk-003","PassTime":"20261126081530007","LaneNo":"2","PlateNo":"鄂F12345","HasPlate":"1","PlateColor":"6","PlateReliability":"90.0","Speed":"48.5","VehicleClass":"K11"}`
+	if got != want {
+		t.Errorf("got  %s\nwant %s", got, want)
+	}
+}
