@@ -41,14 +41,23 @@ test: clickhouse-start
 demo: clickhouse-start build
 	$(BIN) demo
 
-# bench: hot-path benchmarks on one core, the sink against the local
-# ClickHouse (with a plain clickhouse-go insert of the same rows beside it),
-# then the end-to-end load run. Outputs land in .run/ for benchstat.
+# bench: hot-path benchmarks on one core, dispatch ranking and its
+# alert-to-assignment latency through the broker, the sink against the
+# local ClickHouse (with a plain clickhouse-go insert of the same rows
+# beside it), the end-to-end load run into ClickHouse, the alerting load run
+# (produced → alert latency at 10,000 events/s; throughput against a bare
+# consumer), and the gateway's RTP and GA/T 1400 rates. Outputs land in
+# .run/ for benchstat.
 bench: clickhouse-start build
 	@mkdir -p .run
-	$(GO) test -run '^$$' -bench . -benchmem -cpu 1 -count $(BENCH_COUNT) -benchtime $(BENCH_TIME) ./event/ ./ingest/ ./rules/ ./simulators/ | tee .run/bench-core.txt
+	$(GO) test -run '^$$' -bench . -benchmem -cpu 1 -count $(BENCH_COUNT) -benchtime $(BENCH_TIME) ./event/ ./ingest/ ./ingest/rtp/ ./ingest/viid/ ./rules/ ./simulators/ | tee .run/bench-core.txt
+	$(GO) test -run '^$$' -bench 'Rank|Coverage|Alert$$' -benchmem -cpu 1 -count $(BENCH_COUNT) -benchtime 2000x ./dispatch/ | tee .run/bench-dispatch.txt
+	$(GO) test -run '^$$' -bench AlertToAssignment -benchtime 500x ./dispatch/ | tee .run/bench-dispatch-latency.txt
 	CITYWATCH_REQUIRE_CLICKHOUSE=1 $(GO) test -run '^$$' -bench . -benchmem -count $(BENCH_COUNT) ./store/ | tee .run/bench-store.txt
 	$(BIN) loadtest --duration $(LOAD_DURATION) --rate $(LOAD_RATE) | tee .run/loadtest.txt
+	$(BIN) loadtest --chain rules --duration 30s --rate 10000 --events 1000000 | tee .run/loadtest-rules.txt
+	$(BIN) gateway --bench-rtp 10s | tee .run/gateway-rtp.txt
+	$(BIN) gateway --bench-viid 10s | tee .run/gateway-viid.txt
 
 # fuzz runs every fuzzer for a short while (the seeds run in `make test`).
 FUZZ_TIME ?= 30s

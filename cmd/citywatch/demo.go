@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"citywatch/internal/city"
 	"citywatch/internal/kafkaio"
 	"citywatch/simulators"
@@ -96,10 +98,20 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		readForResponders(ctx, cfg.Kafka, inbox, stderr)
 	}()
 	w := cfg.Kafka.NewWriter()
+	// A share of the cameras and checkpoints talk to the gateway (RTP,
+	// GA/T 1400), the rest to Kafka.
+	greg := prometheus.NewRegistry()
+	sw, stopGateway, err := startGatewayShare(ctx, cfg, c, w, greg, kafkaio.NewMetrics(greg), *seed, log, stdout)
+	if err != nil {
+		cancel()
+		wg.Wait()
+		return err
+	}
+	defer stopGateway()
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		pubErr = runSim(ctx, sim, w, cfg.Kafka.TopicPrefix, sc.Start, 0, *speedup, time.Hour, io.Discard, inbox)
+		pubErr = runSim(ctx, sim, sw, cfg.Kafka.TopicPrefix, sc.Start, 0, *speedup, time.Hour, io.Discard, inbox)
 		if pubErr != nil {
 			cancel()
 		}

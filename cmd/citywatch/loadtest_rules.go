@@ -1,0 +1,304 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+
+	"citywatch/event"
+	"citywatch/ingest"
+	"citywatch/internal/city"
+	"citywatch/internal/kafkaio"
+	"citywatch/rules"
+	"citywatch/simulators"
+)
+
+// probeEvery is how often the rules load run produces a probe: a fight
+// seen by a camera of its own, which the default pack alerts on at once.
+const probeEvery = 20 * time.Millisecond
+
+// loadtestRules is `citywatch loadtest --chain rules`: the alerting path
+// in one process (embedded broker, ingest, rules with the default pack),
+// in two parts.
+//
+//  1. Latency: rate events/s of city traffic for duration, and beside them
+//     a probe every 20 ms; for each probe, the time from the moment it is
+//     handed to the producer to the moment its alert is readable on
+//     citywatch.alerts.
+//  2. Throughput: n normalised events written to a fresh events topic,
+//     then read through the broker twice: by a bare kafka-go consumer
+//     group that only decodes them, and by a rules role with the whole
+//     pack, which on its start evaluates the backlog it finds (the replay
+//     of Role). Both figures are events per second through the broker.
+func loadtestRules(ctx context.Context, cfg Config, rate int, duration time.Duration, n int, stdout io.Writer, log *slog.Logger) error {
+	broker, err := kafkaio.StartEmbedded(cfg.Kafka)
+	if err != nil {
+		return err
+	}
+	defer broker.Close()
+	cfg.Kafka.Brokers = broker.Brokers()
+	c, err := city.Default()
+	if err != nil {
+		return fmt.Errorf("cannot load the city model: %w", err)
+	}
+	p, err := event.NewPseudonymizer(cfg.PseudonymKey)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "loadtest --chain rules: %d CPUs, GOMAXPROCS %d, embedded broker, %d partitions\n",
+		runtime.NumCPU(), runtime.GOMAXPROCS(0), cfg.Kafka.Partitions)
+	if err := rulesLatency(ctx, cfg, c, p, rate, duration, stdout, log); err != nil {
+		return err
+	}
+	return rulesThroughput(ctx, cfg, c, p, n, stdout, log)
+}
+
+func newRulesRole(cfg Config, c *city.City, p *event.Pseudonymizer, reg prometheus.Registerer, km *kafkaio.Metrics, log *slog.Logger) (*rules.Role, error) {
+	ecfg := rules.CityConfig(c)
+	ecfg.TimeZone = cfg.Timezone
+	return rules.NewRole(cfg.Rules, ecfg, cfg.Kafka, p, nil, reg, km, log)
+}
+
+func rulesLatency(ctx context.Context, cfg Config, c *city.City, p *event.Pseudonymizer, rate int, duration time.Duration, stdout io.Writer, log *slog.Logger) error {
+	kc := cfg.Kafka
+	kc.TopicPrefix = "lat."
+	if err := kafkaio.EnsureTopics(ctx, kc, kafkaio.AllTopics...); err != nil {
+		return err
+	}
+	cfg.Kafka = kc
+	reg := prometheus.NewRegistry()
+	km := kafkaio.NewMetrics(reg)
+	in, err := ingest.New(cfg.Ingest, kc, cfg.PseudonymKey, nil, reg, km, log)
+	if err != nil {
+		return err
+	}
+	role, err := newRulesRole(cfg, c, p, reg, km, log)
+	if err != nil {
+		return err
+	}
+	rctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var wg sync.WaitGroup
+	errs := make([]error, 3)
+	wg.Add(2)
+	go func() { defer wg.Done(); errs[0] = in.Run(rctx) }()
+	go func() { defer wg.Done(); errs[1] = role.Run(rctx) }()
+
+	// Alerts are read from the end of every partition, without a group.
+	var (
+		mu      sync.Mutex
+		sentAt  = map[string]time.Time{}
+		lat     []time.Duration
+		waiting sync.WaitGroup
+	)
+	readers := make([]*kafka.Reader, kc.Partitions)
+	for i := range readers {
+		readers[i] = kc.NewPartitionReader(kc.Topic(kafkaio.TopicAlerts), i)
+		if err := readers[i].SetOffset(kafka.LastOffset); err != nil {
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer readers[i].Close()
+			for {
+				m, err := readers[i].ReadMessage(rctx)
+				if err != nil {
+					return
+				}
+				at := time.Now()
+				a, err := event.DecodeAlert(m.Value)
+				if err != nil || a.Status != event.AlertFiring || len(a.Evidence) == 0 {
+					continue
+				}
+				id := a.Evidence[len(a.Evidence)-1]
+				mu.Lock()
+				if t, ok := sentAt[id]; ok {
+					lat = append(lat, at.Sub(t))
+					delete(sentAt, id)
+					waiting.Done()
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+
+	w := kc.NewWriter()
+	defer w.Close()
+	probeW := kc.NewWriter()
+	probeW.BatchSize = 1
+	defer probeW.Close()
+	// Let the rules role finish its start before measuring.
+	time.Sleep(2 * time.Second)
+
+	start := time.Now()
+	lctx, stopLoad := context.WithTimeout(rctx, duration)
+	defer stopLoad()
+	var produced atomic.Int64
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		load := simulators.NewLoad(7, kc.TopicPrefix, "rl")
+		var msgs []kafka.Message
+		var arena []byte
+		sent := 0
+		for lctx.Err() == nil {
+			want := int(float64(rate) * time.Since(start).Seconds())
+			k := min(want-sent, 2000)
+			if k <= 0 {
+				time.Sleep(time.Millisecond)
+				continue
+			}
+			msgs, arena = load.Append(msgs[:0], arena[:0], time.Now(), k)
+			if err := w.WriteMessages(rctx, msgs...); err != nil {
+				errs[2] = fmt.Errorf("cannot produce: %w", err)
+				return
+			}
+			sent += k
+			produced.Add(int64(k))
+		}
+	}()
+	tick := time.NewTicker(probeEvery)
+	probes := 0
+	for lctx.Err() == nil {
+		<-tick.C
+		probes++
+		id := "probe-" + strconv.Itoa(probes)
+		dev := "probe-cam-" + strconv.Itoa(probes)
+		now := time.Now()
+		v := fmt.Appendf(nil, `{"id":%q,"type":"camera.detection","device_id":%q,"time":%q,"lat":32.0421,"lon":112.1442,"camera_class":"A","object":"person","behavior":"fight","confidence":0.95}`,
+			id, dev, now.Format(time.RFC3339Nano))
+		mu.Lock()
+		sentAt[id] = now
+		mu.Unlock()
+		waiting.Add(1)
+		if err := probeW.WriteMessages(rctx, kafka.Message{Topic: kc.Topic(kafkaio.TopicCamera), Key: []byte(dev), Value: v}); err != nil {
+			return fmt.Errorf("cannot produce a probe: %w", err)
+		}
+	}
+	tick.Stop()
+	elapsed := time.Since(start)
+	done := make(chan struct{})
+	go func() { waiting.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+	}
+	stop()
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	slices.Sort(lat)
+	pct := func(q float64) time.Duration {
+		if len(lat) == 0 {
+			return 0
+		}
+		return lat[min(int(q*float64(len(lat))), len(lat)-1)].Round(10 * time.Microsecond)
+	}
+	fmt.Fprintf(stdout, "latency: %.0f events/s offered for %v (%d events) plus %d probes; %d probe alerts read, %d missing\n",
+		float64(produced.Load())/elapsed.Seconds(), elapsed.Round(time.Millisecond), produced.Load(), probes, len(lat), len(sentAt))
+	fmt.Fprintf(stdout, "  produced → alert readable on citywatch.alerts: p50 %v  p90 %v  p99 %v  max %v\n", pct(0.5), pct(0.9), pct(0.99), pct(1))
+	if len(sentAt) > 0 {
+		return fmt.Errorf("%d probes raised no alert", len(sentAt))
+	}
+	return nil
+}
+
+func rulesThroughput(ctx context.Context, cfg Config, c *city.City, p *event.Pseudonymizer, n int, stdout io.Writer, log *slog.Logger) error {
+	kc := cfg.Kafka
+	kc.TopicPrefix = "tp."
+	if err := kafkaio.EnsureTopics(ctx, kc, kafkaio.AllTopics...); err != nil {
+		return err
+	}
+	cfg.Kafka = kc
+	// The events topic gets what ingest would write: normalised events.
+	w := kc.NewWriter()
+	load := simulators.NewLoad(11, "", "tp")
+	var dec event.Decoder
+	var e event.Event
+	var raw []kafka.Message
+	var arena []byte
+	batch := make([]kafka.Message, 0, 5000)
+	now := time.Now()
+	for written := 0; written < n; {
+		k := min(5000, n-written)
+		raw, arena = load.Append(raw[:0], arena[:0], now, k)
+		batch = batch[:0]
+		for i := range raw {
+			if err := dec.Decode(raw[i].Value, &e); err != nil {
+				return fmt.Errorf("cannot decode the load's own event: %w", err)
+			}
+			p.Apply(&e)
+			batch = append(batch, kafka.Message{Topic: kc.Topic(kafkaio.TopicEvents), Key: []byte(e.DeviceID), Value: event.AppendJSON(nil, &e)})
+		}
+		if err := w.WriteMessages(ctx, batch...); err != nil {
+			w.Close()
+			return fmt.Errorf("cannot produce: %w", err)
+		}
+		written += k
+	}
+	w.Close()
+
+	// A bare consumer group that only decodes.
+	bare := kc.NewReader("loadtest-bare", []string{kc.Topic(kafkaio.TopicEvents)})
+	start := time.Now()
+	var bdec event.Decoder
+	for i := 0; i < n; i++ {
+		m, err := bare.FetchMessage(ctx)
+		if err != nil {
+			bare.Close()
+			return fmt.Errorf("bare consumer: %w", err)
+		}
+		_ = bdec.DecodeNormalized(m.Value, &e)
+	}
+	bareTime := time.Since(start)
+	bare.Close()
+
+	// The rules role with the whole pack, on the same events.
+	reg := prometheus.NewRegistry()
+	km := kafkaio.NewMetrics(reg)
+	role, err := newRulesRole(cfg, c, p, reg, km, log)
+	if err != nil {
+		return err
+	}
+	rctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var rerr error
+	var wg sync.WaitGroup
+	wg.Add(1)
+	start = time.Now()
+	go func() { defer wg.Done(); rerr = role.Run(rctx) }()
+	for sumCounter(reg, "citywatch_rules_replayed_events_total")+sumCounter(reg, "citywatch_rules_late_events_total") < float64(n) && rctx.Err() == nil {
+		if time.Since(start) > 10*time.Minute {
+			stop()
+			wg.Wait()
+			return errors.New("the rules role did not get through the events in 10 minutes")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	rulesTime := time.Since(start)
+	stop()
+	wg.Wait()
+	if rerr != nil {
+		return rerr
+	}
+	fmt.Fprintf(stdout, "throughput: %d normalised events through the broker\n", n)
+	fmt.Fprintf(stdout, "  bare kafka-go consumer group, decode only: %.0f events/s\n", float64(n)/bareTime.Seconds())
+	fmt.Fprintf(stdout, "  rules role, whole default pack:          %.0f events/s (%.2f× the bare consumer)\n",
+		float64(n)/rulesTime.Seconds(), bareTime.Seconds()/rulesTime.Seconds())
+	return nil
+}
