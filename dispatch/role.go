@@ -154,9 +154,10 @@ func (r *Role) Run(ctx context.Context) error {
 	}()
 
 	c := kafkaio.NewConsumer(r.kc, kafkaio.ConsumerConfig{
-		Group:   r.cfg.Group,
-		Topics:  r.Topics(),
-		MaxWait: r.cfg.MaxWait,
+		Group:         r.cfg.Group,
+		Topics:        r.Topics(),
+		MaxWait:       r.cfg.MaxWait,
+		FlushWhenIdle: true,
 	}, r.kmet, r.log, &handler{r: r})
 	if r.crashHook != nil {
 		c.SetBeforeCommit(r.crashHook)

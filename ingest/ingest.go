@@ -132,9 +132,10 @@ func (in *Ingest) Run(ctx context.Context) error {
 			hs[0].writer, hs[1].writer = w, w
 		}
 		c := kafkaio.NewConsumer(in.kc, kafkaio.ConsumerConfig{
-			Group:   in.cfg.Group,
-			Topics:  in.Topics(),
-			MaxWait: in.cfg.MaxWait,
+			Group:         in.cfg.Group,
+			Topics:        in.Topics(),
+			MaxWait:       in.cfg.MaxWait,
+			FlushWhenIdle: true,
 		}, in.kmet, in.log, hs[0], hs[1])
 		if in.crashHook != nil {
 			c.SetBeforeCommit(in.crashHook)

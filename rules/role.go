@@ -361,9 +361,10 @@ func (r *Role) Run(ctx context.Context) error {
 	}
 
 	c := kafkaio.NewConsumer(r.kc, kafkaio.ConsumerConfig{
-		Group:   r.cfg.Group,
-		Topics:  r.Topics(),
-		MaxWait: r.cfg.MaxWait,
+		Group:         r.cfg.Group,
+		Topics:        r.Topics(),
+		MaxWait:       r.cfg.MaxWait,
+		FlushWhenIdle: true,
 	}, r.kmet, r.log,
 		// One handler: the engine is one goroutine's state, and a batch's
 		// alert write is short, so fetching may pause for it.

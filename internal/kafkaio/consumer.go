@@ -36,6 +36,14 @@ type ConsumerConfig struct {
 	// MaxWait is the longest a message waits in an open batch before the
 	// batch is flushed.
 	MaxWait time.Duration
+	// FlushWhenIdle flushes the open batch as soon as no further message
+	// is waiting and no flush is in flight, without waiting for MaxWait:
+	// batches then grow only while a flush is under way (natural
+	// batching), so a quiet stream pays no batching delay and a busy one
+	// still writes in large batches. For latency-bound stages (ingest,
+	// rules, dispatch); the sink, whose inserts must be large, leaves it
+	// off.
+	FlushWhenIdle bool
 	// BackoffMin and BackoffMax bound the wait between Flush retries.
 	BackoffMin, BackoffMax time.Duration
 	// CommitInterval is the least time between two offset commits: flushed
@@ -331,7 +339,7 @@ func (c *Consumer) loop(ctx context.Context, r *kafka.Reader, msgs <-chan kafka.
 				timer.Reset(c.cfg.MaxWait)
 			}
 			b.n++
-			if b.h.Full() {
+			if b.h.Full() || (c.cfg.FlushWhenIdle && inflight == nil && len(msgs) == 0) {
 				if err := start(ctx, false); err != nil {
 					return c.stopErr(ctx, err)
 				}
@@ -340,6 +348,12 @@ func (c *Consumer) loop(ctx context.Context, r *kafka.Reader, msgs <-chan kafka.
 			inflight = nil
 			if err != nil {
 				return c.stopErr(ctx, err)
+			}
+			if c.cfg.FlushWhenIdle && batches[cur].n > 0 && len(msgs) == 0 {
+				if err := start(ctx, false); err != nil {
+					return c.stopErr(ctx, err)
+				}
+				break
 			}
 			armCommit()
 		case <-commitTimer.C:
