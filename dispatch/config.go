@@ -16,6 +16,12 @@ type Config struct {
 	// Districts are the district codes whose alerts this process
 	// dispatches; empty means every alert (one dispatcher for the city).
 	Districts []string `yaml:"districts"`
+	// ShareDistricts makes the processes of Group share the city's
+	// districts through the consumer group instead of a fixed Districts
+	// list: a process that joins or leaves moves districts, and each
+	// process rebuilds the state of the districts it gets (see the
+	// package doc, "Scale-out"). Districts must then be empty.
+	ShareDistricts bool `yaml:"share_districts"`
 
 	// StaleAfter is the age (by device time) after which a unit's last
 	// position is not used for ranking or coverage.
@@ -147,6 +153,9 @@ func (c Config) Validate() error {
 			return fmt.Errorf("dispatch.%s: must be positive, got %s", name, d)
 		}
 		return nil
+	}
+	if c.ShareDistricts && len(c.Districts) > 0 {
+		return errors.New("dispatch.districts: must be empty with share_districts (the group assigns the districts)")
 	}
 	if c.Group == "" {
 		return errors.New("dispatch.group: must not be empty")

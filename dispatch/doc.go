@@ -72,16 +72,22 @@
 // Each process reads every unit (the internal events topic, without a
 // group, from the end offsets of step 3) and every dispatch
 // (citywatch.dispatches, likewise), so a unit assigned by any dispatcher
-// is unavailable to all. Alerts are split statically: Config.Districts
-// names the districts a process dispatches (empty: all); each process has
-// its own consumer group on citywatch.alerts and skips the alerts of
-// other districts. A static split, rather than a consumer group on a
-// topic re-keyed by district, keeps the ownership of open dispatches and
-// their timers unambiguous across restarts: a rebalance would move a
-// district's alerts to a process whose restart did not rebuild their
-// timers. The price is that a stopped process's districts wait for its
-// restart (the orchestrator's job), and two processes may pick the same
-// free unit within the few milliseconds before each reads the other's
-// assignment; the unit's terminal then shows both and the later one times
-// out into a reassignment.
+// is unavailable to all. The alerts are split by district, in one of two
+// ways:
+//
+//   - Config.ShareDistricts: the processes of Config.Group share the
+//     city's districts through a consumer group on a coordination topic
+//     with one partition per district (TopicDistricts). At every
+//     generation of the group a process rebuilds, from the topics, the
+//     state of the districts it was given (their open dispatches and
+//     timers, as a start does) and reads the alerts without a committed
+//     position, so a process that stops or joins moves districts without
+//     losing a timer or sending a unit twice (runShared).
+//   - Config.Districts: a fixed list per process, each process with its
+//     own group on citywatch.alerts; a stopped process's districts wait
+//     for its restart.
+//
+// Two processes may pick the same free unit within the few milliseconds
+// before each reads the other's assignment; the unit's terminal then shows
+// both and the later one times out into a reassignment.
 package dispatch

@@ -28,6 +28,7 @@ type Writer interface {
 // for delivery, restart and scale-out.
 type Role struct {
 	cfg     Config
+	city    *city.City
 	kc      kafkaio.Config
 	eng     *Engine
 	metrics *Metrics
@@ -40,8 +41,12 @@ type Role struct {
 
 	// restored, when not nil, is closed once the start's restore is over
 	// (for tests).
-	restored  chan struct{}
-	crashHook func() error
+	restored     chan struct{}
+	restoredOnce sync.Once
+	// assigned, when not nil, is called with the districts of each
+	// generation of a shared dispatcher once its restore is over (tests).
+	assigned func(districts []string)
+	crashHook    func() error
 
 	// mu guards the engine and pending: the consumer, the tail readers
 	// and the ticker all run the engine.
@@ -73,7 +78,7 @@ func NewRole(cfg Config, c *city.City, kc kafkaio.Config, w Writer, reg promethe
 		return nil, err
 	}
 	return &Role{
-		cfg: cfg, kc: kc, eng: eng, metrics: m, kmet: km, log: log, now: time.Now, writer: w,
+		cfg: cfg, city: c, kc: kc, eng: eng, metrics: m, kmet: km, log: log, now: time.Now, writer: w,
 		eventsTopic:     kc.Topic(kafkaio.TopicEvents),
 		alertsTopic:     kc.Topic(kafkaio.TopicAlerts),
 		dispatchesTopic: kc.Topic(kafkaio.TopicDispatches),
@@ -114,10 +119,11 @@ func (r *Role) Run(ctx context.Context) error {
 			r.writer = nil
 		}()
 	}
-	ends, err := r.restore(ctx)
-	if r.restored != nil {
-		close(r.restored)
+	if r.cfg.ShareDistricts {
+		return r.runShared(ctx)
 	}
+	ends, _, err := r.restore(ctx)
+	r.markRestored()
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil
@@ -389,8 +395,8 @@ func (h *handler) Flush(ctx context.Context) error { return h.r.flushPending(ctx
 
 // restore rebuilds the state before the group joins (see the package
 // doc) and returns the end offsets it read up to, by topic, where the
-// tail readers go on.
-func (r *Role) restore(ctx context.Context) (map[string]map[int]int64, error) {
+// tail readers go on, and the alerts it read back.
+func (r *Role) restore(ctx context.Context) (map[string]map[int]int64, []event.Alert, error) {
 	start := r.now()
 	ends := map[string]map[int]int64{}
 	// 1. Alerts of the lookback: which alerts are ours and where they are.
@@ -411,7 +417,7 @@ func (r *Role) restore(ctx context.Context) (map[string]map[int]int64, error) {
 		alerts = append(alerts, a)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("cannot restore dispatch state: %w", err)
+		return nil, nil, fmt.Errorf("cannot restore dispatch state: %w", err)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -434,7 +440,7 @@ func (r *Role) restore(ctx context.Context) (map[string]map[int]int64, error) {
 		}
 	})
 	if err != nil {
-		return nil, fmt.Errorf("cannot restore dispatch state: %w", err)
+		return nil, nil, fmt.Errorf("cannot restore dispatch state: %w", err)
 	}
 	for i := range alerts {
 		r.eng.RecordedAlert(&alerts[i])
@@ -463,10 +469,10 @@ func (r *Role) restore(ctx context.Context) (map[string]map[int]int64, error) {
 		}
 	})
 	if err != nil {
-		return nil, fmt.Errorf("cannot restore dispatch state: %w", err)
+		return nil, nil, fmt.Errorf("cannot restore dispatch state: %w", err)
 	}
 	r.queueLocked()
 	r.log.Info("dispatch state restored", "alerts_read", len(alerts), "units", r.eng.reg.Len(),
 		"open_alerts", len(r.eng.open), "lost_messages_found", len(r.pending), "took", time.Since(start).String())
-	return ends, nil
+	return ends, alerts, nil
 }

@@ -1,0 +1,204 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"citywatch/event"
+	"citywatch/internal/kafkaio"
+)
+
+// TopicDistricts is the coordination topic of dispatchers that share the
+// districts (Config.ShareDistricts): one partition per district of the
+// city, in the order of the city file, and no messages. Its consumer group
+// hands each dispatcher its districts.
+const TopicDistricts = "internal.dispatch.districts"
+
+// runShared is Run with Config.ShareDistricts. For every generation of the
+// group the process builds a fresh engine for the districts it was
+// assigned, restores it from the topics as a start does (every dispatcher
+// writes and reads the same topics, so the state of a district taken over
+// is rebuilt whole: its open dispatches, their timers, the units taken),
+// offers it the alerts read back so that one that reached no dispatcher
+// before a rebalance is dispatched now, and then follows the units, the
+// dispatches and the alerts live until the generation ends. The alerts
+// are read whole, without committing a position: the alerts of the
+// lookback read back at each generation say what is left to do, and an
+// alert that already has dispatches is never dispatched again.
+//
+// Stopping order within a generation: the tail readers and the ticker
+// stop; what the engine queued is written; only then may the group
+// rebalance, so that the next owner of a district reads back every
+// dispatch this process made.
+func (r *Role) runShared(ctx context.Context) error {
+	n := len(r.city.Districts)
+	if n == 0 {
+		return errors.New("cannot share districts: the city has none")
+	}
+	topic := r.kc.Topic(TopicDistricts)
+	if err := kafkaio.EnsureTopic(ctx, r.kc, TopicDistricts, n); err != nil {
+		return err
+	}
+	cg, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
+		ID:                r.cfg.Group,
+		Brokers:           r.kc.Brokers,
+		Topics:            []string{topic},
+		HeartbeatInterval: r.kc.HeartbeatInterval,
+		SessionTimeout:    r.kc.SessionTimeout,
+		RebalanceTimeout:  r.kc.RebalanceTimeout,
+		JoinGroupBackoff:  time.Second,
+		StartOffset:       kafka.FirstOffset,
+		Timeout:           10 * time.Second,
+		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
+			r.log.Warn("dispatch group: " + fmt.Sprintf(msg, args...))
+		}),
+	})
+	if err != nil {
+		return fmt.Errorf("cannot join dispatch group %s: %w", r.cfg.Group, err)
+	}
+	defer cg.Close()
+	for {
+		gen, err := cg.Next(ctx)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, kafka.ErrGroupClosed) {
+				return nil
+			}
+			r.log.Warn("cannot join dispatch group yet; retrying", "group", r.cfg.Group, "err", err)
+			continue
+		}
+		var owned []string
+		for _, pa := range gen.Assignments[topic] {
+			if pa.ID >= 0 && pa.ID < n {
+				owned = append(owned, r.city.Districts[pa.ID].Code)
+			}
+		}
+		slices.Sort(owned)
+		if err := r.runGeneration(ctx, gen, owned); err != nil {
+			return err
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+	}
+}
+
+func (r *Role) runGeneration(ctx context.Context, gen *kafka.Generation, owned []string) error {
+	gctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	released := make(chan struct{})
+	gen.Start(func(genCtx context.Context) {
+		select {
+		case <-genCtx.Done():
+			cancel()
+		case <-gctx.Done():
+		}
+		<-released // hold the rebalance until this generation's messages are written
+	})
+	defer close(released)
+
+	cfg := r.cfg
+	cfg.ShareDistricts, cfg.Districts = false, owned
+	if len(owned) == 0 {
+		cfg.Districts = []string{"-"} // no district: dispatch nothing, still follow the units
+	}
+	eng, err := NewEngine(cfg, r.city, r.metrics, r.log)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.eng = eng
+	r.pending = nil
+	r.out.Reset()
+	r.mu.Unlock()
+	defer r.endGeneration(ctx)
+	r.log.Info("dispatch districts assigned", "generation", gen.ID, "districts", owned)
+
+	ends, alerts, err := r.restore(gctx)
+	if err != nil {
+		if gctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	// Alerts that reached no dispatcher before the rebalance: those with
+	// dispatches, resolved, too old or of other districts are skipped.
+	start := r.now()
+	r.mu.Lock()
+	for i := range alerts {
+		r.eng.Alert(start, &alerts[i], &r.out)
+	}
+	r.queueLocked()
+	r.mu.Unlock()
+	if err := r.flushPending(ctx); err != nil {
+		if gctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	r.markRestored()
+	if r.assigned != nil {
+		r.assigned(owned)
+	}
+
+	var bg sync.WaitGroup
+	for p, off := range ends[r.eventsTopic] {
+		bg.Go(func() { r.tail(gctx, r.eventsTopic, p, off, r.onEvent()) })
+	}
+	for p, off := range ends[r.dispatchesTopic] {
+		bg.Go(func() { r.tail(gctx, r.dispatchesTopic, p, off, r.onDispatch) })
+	}
+	for p, off := range ends[r.alertsTopic] {
+		bg.Go(func() { r.tail(gctx, r.alertsTopic, p, off, r.onAlert) })
+	}
+	bg.Go(func() { r.tickLoop(gctx) })
+	<-gctx.Done()
+	bg.Wait()
+	return nil
+}
+
+// onAlert takes an alert read live by a dispatcher sharing the districts
+// and writes what the engine decides at once.
+func (r *Role) onAlert(m *kafka.Message) {
+	a, err := event.DecodeAlert(m.Value)
+	if err != nil {
+		r.metrics.undecodable.WithLabelValues("alerts").Inc()
+		return
+	}
+	r.mu.Lock()
+	r.eng.Alert(r.now(), &a, &r.out)
+	r.queueLocked()
+	n := len(r.pending)
+	r.mu.Unlock()
+	if n > 0 {
+		if err := r.flushPending(context.Background()); err != nil {
+			r.log.Warn("cannot write dispatches; retrying at the next tick", "err", err)
+		}
+	}
+}
+
+// endGeneration writes what the generation's engine queued, so that the
+// next owner of its districts reads it back; what cannot be written in
+// time is left for that owner to decide again.
+func (r *Role) endGeneration(ctx context.Context) {
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := r.flushPending(sctx); err != nil {
+		r.mu.Lock()
+		n := len(r.pending)
+		r.pending = nil
+		r.mu.Unlock()
+		r.log.Warn("cannot write dispatches at the end of a generation; the next owner decides again", "messages", n, "err", err)
+	}
+}
+
+func (r *Role) markRestored() {
+	if r.restored != nil {
+		r.restoredOnce.Do(func() { close(r.restored) })
+	}
+}
