@@ -45,8 +45,8 @@ type Role struct {
 	restoredOnce sync.Once
 	// assigned, when not nil, is called with the districts of each
 	// generation of a shared dispatcher once its restore is over (tests).
-	assigned func(districts []string)
-	crashHook    func() error
+	assigned  func(districts []string)
+	crashHook func() error
 
 	// mu guards the engine and pending: the consumer, the tail readers
 	// and the ticker all run the engine.
