@@ -60,6 +60,25 @@ func (db *DB) CountEvents(ctx context.Context) (map[event.Type]uint64, error) {
 	return counts, nil
 }
 
+// CountEventsLike returns the number of events of the wide events table
+// (detections, passes, drone and patrol events) whose id matches the LIKE
+// pattern, each id counted once: for checks of where events came from
+// (the gateways' ids start with rtp- and viid-).
+func (db *DB) CountEventsLike(ctx context.Context, pattern string) (uint64, error) {
+	rows, err := db.conn.Query(ctx, "SELECT count() FROM "+db.table(tableEvents)+" FINAL WHERE id LIKE ?", pattern)
+	if err != nil {
+		return 0, fmt.Errorf("cannot count events like %q: %w", pattern, err)
+	}
+	defer rows.Close()
+	var n uint64
+	for rows.Next() {
+		if err := rows.Scan(&n); err != nil {
+			return 0, fmt.Errorf("cannot count events like %q: %w", pattern, err)
+		}
+	}
+	return n, rows.Err()
+}
+
 // CountRejected returns the number of rejected input records by reason,
 // each Kafka position (topic, partition, offset) counted once.
 func (db *DB) CountRejected(ctx context.Context) (map[event.Code]uint64, error) {
