@@ -36,6 +36,7 @@ const (
 	RuleDroneDetect  = "drone.detection"
 	RuleLinkLost     = "drone.link_lost"
 	RuleCoverageGap  = "dispatch.coverage_gap"
+	RuleSLABreach    = "dispatch.sla_breach"
 )
 
 // Scenario is a plan of incidents to plant in the simulated city, read from
@@ -121,7 +122,7 @@ var planters = map[string]func(p *planter, in Incident, t time.Time) error{
 	RuleHotlist: plantHotlist, RuleCloned: plantCloned, RuleCompanion: plantCompanion, RuleWatchlist: plantWatchlist,
 	RuleBulkRepeat: plantBulkRepeat, RuleBulkNoPermit: plantBulkNoPermit, RuleCrowd: plantCrowd, RuleViolence: plantViolence,
 	RuleNightZone: plantNightZone, RuleOffline: plantOffline, RuleVideoFault: plantVideoFault, RuleDroneDetect: plantDroneDetection,
-	RuleLinkLost: plantLinkLost, RuleCoverageGap: plantCoverageGap,
+	RuleLinkLost: plantLinkLost, RuleCoverageGap: plantCoverageGap, RuleSLABreach: plantSLABreach,
 }
 
 // Validate reports the first bad field.
@@ -808,5 +809,55 @@ func plantCoverageGap(p *planter, in Incident, t time.Time) error {
 		from, to = t, t.Add(10*time.Minute)
 	}
 	p.expect(RuleCoverageGap, !in.NearMiss, "circle", best.ID, from, to, note, nil)
+	return nil
+}
+
+// plantSLABreach plants a fight at the camera farthest from every circle
+// (where the units patrol), beyond the reach of any unit within its tier:
+// the dispatcher sends the nearest units anyway, none is on scene in time,
+// and dispatch.sla_breach is raised for the fight's alert at its deadline.
+// The near miss is a fight at the centre of a 3- or 5-minute circle, where
+// its units patrol, reached in time.
+func plantSLABreach(p *planter, in Incident, t time.Time) error {
+	var best *city.Device
+	bestD := math.Inf(-1)
+	if in.NearMiss {
+		bestD = math.Inf(1)
+	}
+	for _, d := range p.sim.all[city.KindCamera] {
+		if d.Place == city.PlaceZone || p.sim.usedDevices[d.ID] {
+			continue
+		}
+		near := math.Inf(1) // to the edge of the nearest circle; the near miss: to the centre of a 3- or 5-minute one
+		for i := range p.c.Circles {
+			c := &p.c.Circles[i]
+			switch {
+			case !in.NearMiss:
+				near = math.Min(near, city.DistanceM(d.Lat, d.Lon, c.Lat, c.Lon)-c.RadiusM)
+			case c.TierMinutes >= 3:
+				near = math.Min(near, city.DistanceM(d.Lat, d.Lon, c.Lat, c.Lon))
+			}
+		}
+		if in.NearMiss && near < bestD || !in.NearMiss && near > bestD {
+			best, bestD = d, near
+		}
+	}
+	if best == nil {
+		return errNoSubject
+	}
+	p.sim.usedDevices[best.ID] = true
+	id := p.detection(best, t, "person", "fight", 3, 0.95)
+	tier := 5
+	if c, _ := p.c.CircleFor(best.Lat, best.Lon); c != nil {
+		tier = c.TierMinutes
+	}
+	deadline := t.Add(time.Duration(tier) * time.Minute)
+	note := fmt.Sprintf("fight %.1f km outside the nearest circle, tier %d min", bestD/1000, tier)
+	if in.NearMiss {
+		note = fmt.Sprintf("fight %.0f m from a circle's centre, tier %d min", bestD, tier)
+	}
+	p.expect(RuleViolence, true, "device", best.ID, t, t, note, []string{id})
+	alertID := event.AlertID(RuleViolence, event.Subject{Kind: "device", ID: best.ID}, t)
+	p.expect(RuleSLABreach, !in.NearMiss, "alert", alertID, deadline, deadline.Add(time.Minute), note, nil)
 	return nil
 }
