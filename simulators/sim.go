@@ -52,6 +52,35 @@ type Faults struct {
 	// ±SkewMax.
 	SkewShare float64       `yaml:"skew_share"`
 	SkewMax   time.Duration `yaml:"skew_max"`
+	// DriftShare is the share of devices whose clock runs fast or slow by
+	// up to DriftMaxPPM parts per million from the start of the run (a
+	// cheap oscillator without NTP: 100 ppm is 8.6 s a day).
+	DriftShare  float64 `yaml:"drift_share"`
+	DriftMaxPPM float64 `yaml:"drift_max_ppm"`
+	// JumpShare is the share of devices whose clock jumps once, at a time
+	// within the run's first day, by up to ±JumpMax (a reset to a wrong
+	// time, a bad NTP answer); it stays off from then on.
+	JumpShare float64       `yaml:"jump_share"`
+	JumpMax   time.Duration `yaml:"jump_max"`
+}
+
+// clockFault is how one device's clock is off: a fixed skew, a drift
+// rate, a jump from a moment on.
+type clockFault struct {
+	skew   time.Duration
+	drift  float64 // seconds per second, signed
+	jumpAt time.Time
+	jumpBy time.Duration
+}
+
+// offset returns how far the device's clock is off at real time t of a
+// run that began at start.
+func (c *clockFault) offset(start, t time.Time) time.Duration {
+	d := c.skew + time.Duration(c.drift*float64(t.Sub(start)))
+	if !c.jumpAt.IsZero() && !t.Before(c.jumpAt) {
+		d += c.jumpBy
+	}
+	return d
 }
 
 // DefaultStart is the simulated start of a run when none is given: a
@@ -78,6 +107,12 @@ func (c *Config) SetDefaults() {
 	if c.Faults.SkewMax == 0 {
 		c.Faults.SkewMax = 90 * time.Second
 	}
+	if c.Faults.DriftMaxPPM == 0 {
+		c.Faults.DriftMaxPPM = 200
+	}
+	if c.Faults.JumpMax == 0 {
+		c.Faults.JumpMax = 10 * time.Minute
+	}
 	c.Camera.SetDefaults()
 	c.Checkpoint.SetDefaults()
 	c.Fuel.SetDefaults()
@@ -102,6 +137,7 @@ func (c Config) Validate() error {
 	for _, err := range []error{
 		share("dup_share", c.Faults.DupShare), share("bad_share", c.Faults.BadShare),
 		share("late_share", c.Faults.LateShare), share("skew_share", c.Faults.SkewShare),
+		share("drift_share", c.Faults.DriftShare), share("jump_share", c.Faults.JumpShare),
 		c.Camera.Validate(), c.Checkpoint.Validate(), c.Fuel.Validate(),
 	} {
 		if err != nil {
@@ -155,7 +191,7 @@ type Sim struct {
 	nextP   int
 	silence map[string][]window
 	busy    map[string][]window
-	skew    map[string]time.Duration
+	clocks  map[string]*clockFault
 
 	faults *rand.Rand
 	recent [][]byte // ring of recent messages for resends
@@ -195,7 +231,7 @@ func New(c *city.City, cfg Config, sc *Scenario) (*Sim, error) {
 		cfg: cfg, City: c,
 		all: map[city.Kind][]*city.Device{}, active: map[string]bool{},
 		reservedIDs: map[string]bool{}, usedDevices: map[string]bool{},
-		silence: map[string][]window{}, busy: map[string][]window{}, skew: map[string]time.Duration{},
+		silence: map[string][]window{}, busy: map[string][]window{}, clocks: map[string]*clockFault{},
 		faults: rand.New(rand.NewPCG(cfg.Seed, 0xfa17)),
 		now:    cfg.Start.Add(-time.Nanosecond),
 		Stats:  Stats{ByType: map[string]uint64{}},
@@ -211,8 +247,8 @@ func New(c *city.City, cfg Config, sc *Scenario) (*Sim, error) {
 		}
 		s.all[d.Kind] = append(s.all[d.Kind], d)
 		s.active[d.ID] = true
-		if cfg.Faults.SkewShare > 0 && unit(hash64(d.ID, cfg.Seed^0x5e3)) < cfg.Faults.SkewShare {
-			s.skew[d.ID] = time.Duration((2*unit(hash64(d.ID, cfg.Seed^0x5e4)) - 1) * float64(cfg.Faults.SkewMax))
+		if cf := newClockFault(cfg, d.ID); cf != nil {
+			s.clocks[d.ID] = cf
 		}
 	}
 	reservedPlates := map[string]bool{}
@@ -346,8 +382,8 @@ func (s *Sim) out(kind city.Kind, e *event.Event, emit func(m *Message)) {
 		e.Status = "busy"
 	}
 	real := e.Time
-	if d, ok := s.skew[e.DeviceID]; ok {
-		e.Time = e.Time.Add(d)
+	if cf, ok := s.clocks[e.DeviceID]; ok {
+		e.Time = e.Time.Add(cf.offset(s.cfg.Start, real))
 	}
 	s.buf = AppendWire(s.buf[:0], e)
 	e.Time = real
@@ -431,4 +467,30 @@ func (s *Sim) malformed(v []byte) []byte {
 	default:
 		return []byte(strings.Replace(str, `"lat":`, `"lat":"north","lat_was":`, 1))
 	}
+}
+
+// newClockFault returns the clock faults of device id under cfg, or nil
+// for a device whose clock is right. Each fault is drawn from the device id
+// and the seed, so a run is repeatable.
+func newClockFault(cfg Config, id string) *clockFault {
+	f := cfg.Faults
+	var c clockFault
+	faulty := false
+	if f.SkewShare > 0 && unit(hash64(id, cfg.Seed^0x5e3)) < f.SkewShare {
+		c.skew = time.Duration((2*unit(hash64(id, cfg.Seed^0x5e4)) - 1) * float64(f.SkewMax))
+		faulty = true
+	}
+	if f.DriftShare > 0 && unit(hash64(id, cfg.Seed^0xd71f)) < f.DriftShare {
+		c.drift = (2*unit(hash64(id, cfg.Seed^0xd720)) - 1) * f.DriftMaxPPM / 1e6
+		faulty = true
+	}
+	if f.JumpShare > 0 && unit(hash64(id, cfg.Seed^0x1a3b)) < f.JumpShare {
+		c.jumpAt = cfg.Start.Add(time.Duration(unit(hash64(id, cfg.Seed^0x1a3c)) * float64(24*time.Hour)))
+		c.jumpBy = time.Duration((2*unit(hash64(id, cfg.Seed^0x1a3d)) - 1) * float64(f.JumpMax))
+		faulty = true
+	}
+	if !faulty {
+		return nil
+	}
+	return &c
 }

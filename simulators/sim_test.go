@@ -2,6 +2,7 @@ package simulators
 
 import (
 	"crypto/sha256"
+	"fmt"
 	"math"
 	"testing"
 	"time"
@@ -318,4 +319,48 @@ func BenchmarkSim(b *testing.B) {
 	}
 	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "events/s")
 	b.ReportMetric(float64(n)/now.Sub(s.cfg.Start).Seconds(), "city-events/s")
+}
+
+func TestClockFaults(t *testing.T) {
+	cfg := Config{Seed: 9, Faults: Faults{SkewShare: 0.2, DriftShare: 0.3, JumpShare: 0.1}}
+	cfg.SetDefaults()
+	var skewed, drifting, jumping, n int
+	for i := range 20000 {
+		id := fmt.Sprintf("cam-%05d", i)
+		n++
+		c := newClockFault(cfg, id)
+		if c == nil {
+			continue
+		}
+		if c.skew != 0 {
+			skewed++
+			if c.skew < -cfg.Faults.SkewMax || c.skew > cfg.Faults.SkewMax {
+				t.Errorf("%s: skew %s beyond ±%s", id, c.skew, cfg.Faults.SkewMax)
+			}
+		}
+		if c.drift != 0 {
+			drifting++
+			day := c.offset(cfg.Start, cfg.Start.Add(24*time.Hour)) - c.offset(cfg.Start, cfg.Start)
+			if c.jumpAt.IsZero() && (day < -18*time.Second || day > 18*time.Second) { // 200 ppm of a day is 17.3 s
+				t.Errorf("%s: drifted %s in a day", id, day)
+			}
+		}
+		if !c.jumpAt.IsZero() {
+			jumping++
+			before := c.offset(cfg.Start, c.jumpAt.Add(-time.Millisecond))
+			after := c.offset(cfg.Start, c.jumpAt)
+			if got := after - before; got-c.jumpBy > time.Millisecond || c.jumpBy-got > time.Millisecond {
+				t.Errorf("%s: clock moved %s at the jump, want %s", id, got, c.jumpBy)
+			}
+		}
+	}
+	for _, x := range []struct {
+		name string
+		got  int
+		want float64
+	}{{"skewed", skewed, 0.2}, {"drifting", drifting, 0.3}, {"jumping", jumping, 0.1}} {
+		if share := float64(x.got) / float64(n); share < x.want*0.9 || share > x.want*1.1 {
+			t.Errorf("%s: %.3f of devices, want %.2f ± 10 %%", x.name, share, x.want)
+		}
+	}
 }

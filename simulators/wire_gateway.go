@@ -60,6 +60,10 @@ func NewGatewayShare(next Writer, prefix, rtpAddr, viidURL string, rtpPct, viidP
 	}, nil
 }
 
+// SetRTPFaults makes the RTP share lose and reorder packets at these
+// shares (per packet), as a lossy network would.
+func (g *GatewayShare) SetRTPFaults(loss, reorder float64) { g.rtp.Loss, g.rtp.Reorder = loss, reorder }
+
 // Close closes the RTP socket.
 func (g *GatewayShare) Close() error { return g.rtp.Close() }
 

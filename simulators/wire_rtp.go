@@ -19,18 +19,20 @@ import (
 // the SSRC rtp.SSRC(device id). It is not safe for concurrent use.
 type RTPSender struct {
 	conn *net.UDPConn
-	// Loss is the share of packets deliberately not sent, to test loss
-	// measurement.
-	Loss float64
+	// Loss is the share of packets deliberately not sent, and Reorder the
+	// share held back and sent after the next packet, to test the
+	// gateway's loss and reordering measurement.
+	Loss, Reorder float64
+	held          []byte
 
 	rng     *rand.Rand
 	streams map[string]*rtpStream
 	doc     []byte
 	buf     []byte
-	// Packets and Dropped count the packets sent and deliberately lost;
-	// Documents counts the documents.
-	Packets, Dropped, Documents uint64
-	err                         error
+	// Packets, Dropped and Reordered count the packets sent, deliberately
+	// lost and sent out of order; Documents counts the documents.
+	Packets, Dropped, Reordered, Documents uint64
+	err                                    error
 }
 
 type rtpStream struct {
@@ -86,6 +88,19 @@ func (s *RTPSender) write(pkt []byte) {
 		s.Dropped++
 		return
 	}
+	if s.Reorder > 0 && s.held == nil && s.rng.Float64() < s.Reorder {
+		s.held = append(s.held[:0:0], pkt...)
+		s.Reordered++
+		return
+	}
+	s.send(pkt)
+	if s.held != nil {
+		s.send(s.held)
+		s.held = nil
+	}
+}
+
+func (s *RTPSender) send(pkt []byte) {
 	if _, err := s.conn.Write(pkt); err != nil && s.err == nil {
 		s.err = fmt.Errorf("cannot send RTP packet: %w", err)
 	}

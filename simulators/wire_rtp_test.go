@@ -1,8 +1,11 @@
 package simulators
 
 import (
+	"net"
 	"testing"
 	"time"
+
+	pionrtp "github.com/pion/rtp"
 
 	"citywatch/event"
 	"citywatch/ingest/rtp"
@@ -50,5 +53,43 @@ func TestAppendMotorVehicle(t *testing.T) {
 	want := `{"MotorVehicleID":"cp-1","TollgateID":"kk-003","DeviceID":"kk-003","PassTime":"20261126081530007","LaneNo":"2","PlateNo":"鄂F12345","HasPlate":"1","PlateColor":"6","PlateReliability":"90.0","Speed":"48.5","VehicleClass":"K11"}`
 	if got != want {
 		t.Errorf("got  %s\nwant %s", got, want)
+	}
+}
+
+func TestRTPSenderReorders(t *testing.T) {
+	ln, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	s, err := NewRTPSender(ln.LocalAddr().String(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.Reorder = 1 // every other packet is held back and follows the next
+	tm := time.Date(2026, 11, 26, 8, 0, 0, 0, time.UTC)
+	for i := range 4 {
+		e := event.Event{Type: event.TypeCameraDetection, DeviceID: "cam-1", Time: tm.Add(time.Duration(i) * time.Second), Object: "person", Count: 1, Confidence: 0.9}
+		if err := s.Send(&e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var seqs []uint16
+	buf := make([]byte, 2048)
+	for range s.Packets {
+		_ = ln.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, err := ln.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var p pionrtp.Packet
+		if err := p.Unmarshal(buf[:n]); err != nil {
+			t.Fatal(err)
+		}
+		seqs = append(seqs, p.SequenceNumber)
+	}
+	if s.Reordered == 0 || len(seqs) != 4 || seqs[1] != seqs[0]-1 || seqs[3] != seqs[2]-1 {
+		t.Errorf("sequence numbers as received: %v (%d reordered), want each pair swapped", seqs, s.Reordered)
 	}
 }

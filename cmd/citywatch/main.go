@@ -27,7 +27,7 @@ func init() {
 		{"demo", "[--scale F] [--speedup F] [--scenario NAME] [--no-sink]", "the whole system in one process: embedded Kafka-protocol broker, simulated devices, every role, web UI on :8080", cmdDemo},
 		{"run", "--roles ingest,rules,dispatch,sink,web [--check-config]", "the chosen roles against an external Kafka cluster and ClickHouse", cmdRun},
 		{"gateway", "[--check-config]", "the RTP and GA/T 1400 gateway", cmdGateway},
-		{"sim", "[--scale F] [--rate F] [--duration D] [--speedup F] [--seed N] [--scenario FILE] [--truth FILE]", "the simulators against a Kafka cluster, optionally with a scenario of planted incidents", cmdSim},
+		{"sim", "[--scale F] [--rate F] [--duration D] [--speedup F] [--seed N] [--scenario FILE] [--truth FILE] [--gateway-rtp ADDR --gateway-viid URL]", "the simulators against a Kafka cluster, optionally with a scenario of planted incidents", cmdSim},
 		{"migrate", "[--check-config]", "create or upgrade the ClickHouse schema", cmdMigrate},
 		{"rules", "test FILE…", "run rule test files (events in, expected alerts out)", cmdRules},
 		{"loadtest", "[--duration D] [--rate N]", "end-to-end load run: broker in process, ingest and sink into ClickHouse; prints throughput and latency", cmdLoadtest},

@@ -41,6 +41,8 @@ func cmdSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.Float64Var(&sc.Faults.BadShare, "bad", 0, "share of extra malformed messages")
 	fs.Float64Var(&sc.Faults.LateShare, "late", 0, "share of messages delivered up to 2 minutes late")
 	fs.Float64Var(&sc.Faults.SkewShare, "skew", 0, "share of devices whose clock is off by up to 90 s")
+	fs.Float64Var(&sc.Faults.DriftShare, "drift", 0, "share of devices whose clock drifts by up to 200 ppm")
+	fs.Float64Var(&sc.Faults.JumpShare, "jump", 0, "share of devices whose clock jumps once by up to ±10 min within the first day")
 	duration := fs.Duration("duration", 0, "simulated time to run (0: until interrupted)")
 	speedup := fs.Float64("speedup", 1, "simulated seconds per wall-clock second (0: as fast as possible)")
 	start := fs.String("start", "", "simulated start, RFC 3339 (default: now, to the second)")
@@ -51,6 +53,12 @@ func cmdSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	progress := fs.Duration("progress", 5*time.Second, "how often to print progress")
 	dryRun := fs.Bool("dry-run", false, "generate without Kafka and print the figures")
 	respond := fs.Bool("respond", true, "simulated units answer the dispatches of citywatch.dispatches")
+	gwRTP := fs.String("gateway-rtp", "", "the gateway's RTP address (host:port): a share of the cameras stream over RTP to it")
+	gwVIID := fs.String("gateway-viid", "", "the gateway's GA/T 1400 base URL (http://host:port): a share of the checkpoints push to it")
+	rtpShare := fs.Uint("rtp-share", rtpSharePct, "per cent of the cameras sending over RTP (with --gateway-rtp)")
+	viidShare := fs.Uint("viid-share", viidSharePct, "per cent of the checkpoints pushing GA/T 1400 (with --gateway-viid)")
+	rtpLoss := fs.Float64("rtp-loss", 0, "share of RTP packets lost on the way")
+	rtpReorder := fs.Float64("rtp-reorder", 0, "share of RTP packets delivered after the next one")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: citywatch sim [flags]\n       citywatch sim verify --truth FILE [--alerts FILE] [flags] (see citywatch sim verify -h)\n\nFlags:")
 		fs.PrintDefaults()
@@ -113,6 +121,25 @@ func cmdSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			}()
 			defer func() { stop(); <-done }()
 		}
+	}
+	if (*gwRTP == "") != (*gwVIID == "") {
+		return errors.New("--gateway-rtp and --gateway-viid go together")
+	}
+	if *gwRTP != "" && !*dryRun {
+		share, err := simulators.NewGatewayShare(w, prefix, *gwRTP, *gwVIID, uint32(*rtpShare), uint32(*viidShare), sc.Seed, newLogger(stderr, "warn"))
+		if err != nil {
+			return err
+		}
+		defer share.Close()
+		share.SetRTPFaults(*rtpLoss, *rtpReorder)
+		sctx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_ = share.Run(sctx)
+		}()
+		defer func() { stop(); <-done }()
+		w = share
 	}
 	return runSim(ctx, sim, w, prefix, sc.Start, *duration, *speedup, *progress, stdout, inbox)
 }
