@@ -32,11 +32,11 @@ clickhouse-start: deps
 clickhouse-stop:
 	@deploy/clickhouse.sh stop
 
-# test never skips the ClickHouse tests: CITYWATCH_REQUIRE_CLICKHOUSE makes a
-# missing server a failure.
+# test never skips the ClickHouse or browser tests: CITYWATCH_REQUIRE_CLICKHOUSE
+# and CITYWATCH_REQUIRE_BROWSER make a missing server or chromium a failure.
 test: clickhouse-start
 	$(GO) vet $(PKGS)
-	CITYWATCH_REQUIRE_CLICKHOUSE=1 $(GO) test -race -count=1 -timeout 12m $(PKGS)
+	CITYWATCH_REQUIRE_CLICKHOUSE=1 CITYWATCH_REQUIRE_BROWSER=1 $(GO) test -race -count=1 -timeout 12m $(PKGS)
 
 demo: clickhouse-start build
 	$(BIN) demo

@@ -302,19 +302,27 @@ type CircleCoverage struct {
 	// and ETA its estimate in seconds.
 	Best string
 	ETA  float64
+	// Units is how many available units can make the tier, counted up to
+	// CoverageCountMax.
+	Units int
 }
+
+// CoverageCountMax bounds the units counted per circle by Coverage: a
+// command centre needs "none, one, a few, many", and the count costs a
+// ranking per circle.
+const CoverageCountMax = 8
 
 // Coverage appends to dst[:0] the coverage of every circle at now and
 // returns it. It is a pure function of the registry and the clock, so a
 // web process that builds a Registry from the topics computes the same.
 func (r *Registry) Coverage(dst []CircleCoverage, circles *Circles, now time.Time) []CircleCoverage {
 	dst = dst[:0]
-	var buf [1]Candidate
+	var buf [CoverageCountMax]Candidate
 	for i := range circles.list {
 		c := &circles.list[i]
-		best := r.Rank(buf[:0], c.Lat, c.Lon, c.Area, now, 1, float64(c.TierMinutes*60), nil)
-		cov := CircleCoverage{Circle: c}
-		if len(best) == 1 {
+		best := r.Rank(buf[:0], c.Lat, c.Lon, c.Area, now, CoverageCountMax, float64(c.TierMinutes*60), nil)
+		cov := CircleCoverage{Circle: c, Units: len(best)}
+		if len(best) > 0 {
 			cov.Covered, cov.Best, cov.ETA = true, best[0].Unit.ID, best[0].ETA
 		}
 		dst = append(dst, cov)

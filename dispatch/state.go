@@ -156,6 +156,9 @@ type CoverageView struct {
 	Covered     bool    `json:"covered"`
 	BestUnit    string  `json:"best_unit,omitempty"`
 	ETASeconds  float64 `json:"eta_s"`
+	// Units is how many available units can make the tier (counted up to
+	// CoverageCountMax).
+	Units int `json:"units"`
 	// UncoveredSince is when the circle lost coverage (tiers with a
 	// coverage-gap timer only); zero when covered.
 	UncoveredSince time.Time `json:"uncovered_since,omitzero"`
@@ -199,7 +202,7 @@ func (e *Engine) Snapshot(now time.Time) Snapshot {
 	}
 	for i, c := range e.cover {
 		s.Coverage = append(s.Coverage, CoverageView{CircleID: c.Circle.ID, Name: c.Circle.Name, TierMinutes: c.Circle.TierMinutes,
-			District: c.Circle.District, Covered: c.Covered, BestUnit: c.Best, ETASeconds: c.ETA, UncoveredSince: e.gaps[i].since})
+			District: c.Circle.District, Covered: c.Covered, BestUnit: c.Best, ETASeconds: c.ETA, Units: c.Units, UncoveredSince: e.gaps[i].since})
 	}
 	for _, as := range e.open {
 		for _, d := range as.ds {

@@ -1,30 +1,70 @@
 // Package web is citywatch's HTTP face: Prometheus metrics, health and
-// readiness probes, and the pages and API that operators, patrol units and
-// analysts use. It sits on top of every other package and chooses the HTTP
-// status codes.
+// readiness probes, and the pages and JSON API that operators, patrol units
+// and analysts use: the live alert feed (Server-Sent Events), the map, the
+// alert actions, the patrol page, the trends, and the audit of every action.
+// It sits on top of every other package and chooses the HTTP status codes.
+//
+// The live views (alerts, dispatches, units, coverage) are built here from
+// the Kafka topics, read without a consumer group from a configured window
+// back (Config.Lookback), so that any number of web instances can run and a
+// restart shows the last hour again; older alerts and the trends come from
+// ClickHouse. Nothing here writes alerts: operators' actions are audit rows,
+// and a dispatch by hand or a unit's answer is a message on the topics the
+// dispatcher reads.
+//
+// Access is denied by default: every route is registered with a policy
+// (which roles may use it), users see only their districts, personal data
+// is shown masked only, and cross-origin writes are refused.
 package web
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"html/template"
-	"log/slog"
 	"net"
-	"net/http"
-	"sort"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// Config is the web role's configuration.
+// Config is the web role's configuration (the http: section).
 type Config struct {
 	// Addr is the listen address (CITYWATCH_HTTP_ADDR).
 	Addr string `yaml:"addr"`
 	// ShutdownTimeout bounds the wait for open requests when stopping.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// TLSCert and TLSKey are PEM files; when both are set the server
+	// speaks HTTPS only and session cookies are Secure.
+	TLSCert string `yaml:"tls_cert"`
+	TLSKey  string `yaml:"tls_key"`
+	// SecureCookies marks session cookies Secure also without TLS here,
+	// for a server behind a proxy that terminates TLS.
+	SecureCookies bool `yaml:"secure_cookies"`
+	// UsersFile is the YAML file of users (name, role, bcrypt hash,
+	// districts, unit). Empty: nobody can log in, and only the public
+	// routes answer.
+	UsersFile string `yaml:"users_file"`
+	// SessionTTL is how long a login lasts.
+	SessionTTL time.Duration `yaml:"session_ttl"`
+	// MaxSessions bounds the sessions held; the oldest is dropped first.
+	MaxSessions int `yaml:"max_sessions"`
+	// Lookback is how far back the alerts and dispatches topics are read
+	// on start.
+	Lookback time.Duration `yaml:"lookback"`
+	// PositionLookback is how far back the events topic is read for
+	// patrol positions on start (it carries every event, so it is short).
+	PositionLookback time.Duration `yaml:"position_lookback"`
+	// LiveAlerts is the number of situations (alert ids) the live view
+	// holds; the least recently updated is dropped first and then read
+	// from ClickHouse.
+	LiveAlerts int `yaml:"live_alerts"`
+	// FeedBuffer is the number of feed messages kept for clients that
+	// reconnect with Last-Event-ID.
+	FeedBuffer int `yaml:"feed_buffer"`
+	// ClientBuffer is the number of feed messages queued per connected
+	// client; when it is full the oldest is dropped and the client is told
+	// to resync.
+	ClientBuffer int `yaml:"client_buffer"`
+	// MaxFeedClients bounds the connected feed clients.
+	MaxFeedClients int `yaml:"max_feed_clients"`
 }
 
 // SetDefaults fills zero fields with their defaults.
@@ -35,6 +75,30 @@ func (c *Config) SetDefaults() {
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 5 * time.Second
 	}
+	if c.SessionTTL == 0 {
+		c.SessionTTL = 12 * time.Hour
+	}
+	if c.MaxSessions == 0 {
+		c.MaxSessions = 10000
+	}
+	if c.Lookback == 0 {
+		c.Lookback = time.Hour
+	}
+	if c.PositionLookback == 0 {
+		c.PositionLookback = 10 * time.Minute
+	}
+	if c.LiveAlerts == 0 {
+		c.LiveAlerts = 10000
+	}
+	if c.FeedBuffer == 0 {
+		c.FeedBuffer = 10000
+	}
+	if c.ClientBuffer == 0 {
+		c.ClientBuffer = 256
+	}
+	if c.MaxFeedClients == 0 {
+		c.MaxFeedClients = 500
+	}
 }
 
 // Validate names the first field that is not usable.
@@ -42,129 +106,30 @@ func (c Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
 		return fmt.Errorf("http.addr: %q is not host:port: %w", c.Addr, err)
 	}
-	if c.ShutdownTimeout <= 0 {
+	switch {
+	case c.ShutdownTimeout <= 0:
 		return errors.New("http.shutdown_timeout: must be positive")
+	case (c.TLSCert == "") != (c.TLSKey == ""):
+		return errors.New("http.tls_cert: tls_cert and tls_key go together")
+	case c.SessionTTL <= 0:
+		return errors.New("http.session_ttl: must be positive")
+	case c.MaxSessions < 1:
+		return errors.New("http.max_sessions: must be ≥ 1")
+	case c.Lookback < 0:
+		return errors.New("http.lookback: must not be negative")
+	case c.PositionLookback < 0:
+		return errors.New("http.position_lookback: must not be negative")
+	case c.LiveAlerts < 1:
+		return errors.New("http.live_alerts: must be ≥ 1")
+	case c.FeedBuffer < 1:
+		return errors.New("http.feed_buffer: must be ≥ 1")
+	case c.ClientBuffer < 1:
+		return errors.New("http.client_buffer: must be ≥ 1")
+	case c.MaxFeedClients < 1:
+		return errors.New("http.max_feed_clients: must be ≥ 1")
 	}
 	return nil
 }
 
 // Check is a readiness check: nil when the dependency answers.
 type Check func(ctx context.Context) error
-
-// Server serves the web role.
-type Server struct {
-	cfg    Config
-	gather prometheus.Gatherer
-	checks map[string]Check
-	roles  []string
-	log    *slog.Logger
-	mux    *http.ServeMux
-}
-
-// New returns a server exposing g's metrics and the readiness checks.
-func New(cfg Config, g prometheus.Gatherer, checks map[string]Check, roles []string, log *slog.Logger) *Server {
-	cfg.SetDefaults()
-	s := &Server{cfg: cfg, gather: g, checks: checks, roles: roles, log: log.With("role", "web"), mux: http.NewServeMux()}
-	s.mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{EnableOpenMetrics: true}))
-	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		fmt.Fprintln(w, "ok")
-	})
-	s.mux.HandleFunc("GET /readyz", s.ready)
-	s.mux.HandleFunc("GET /{$}", s.index)
-	return s
-}
-
-// Handler returns the server's routes.
-func (s *Server) Handler() http.Handler { return s.mux }
-
-// Run listens on cfg.Addr until ctx is done, then stops accepting and waits
-// up to ShutdownTimeout for open requests.
-func (s *Server) Run(ctx context.Context) error {
-	ln, err := net.Listen("tcp", s.cfg.Addr)
-	if err != nil {
-		return fmt.Errorf("cannot listen on %s: %w", s.cfg.Addr, err)
-	}
-	return s.Serve(ctx, ln)
-}
-
-// Serve is Run on an open listener.
-func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{
-		Handler:           s.mux,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return fmt.Errorf("cannot serve http: %w", err)
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
-	defer cancel()
-	err := srv.Shutdown(sctx)
-	<-errc
-	if err != nil {
-		return fmt.Errorf("cannot shut down http: %w", err)
-	}
-	return nil
-}
-
-type checkResult struct {
-	Name  string
-	Error string
-}
-
-func (s *Server) runChecks(ctx context.Context) ([]checkResult, bool) {
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	var out []checkResult
-	ok := true
-	for name, c := range s.checks {
-		r := checkResult{Name: name}
-		if err := c(ctx); err != nil {
-			r.Error = err.Error()
-			ok = false
-		}
-		out = append(out, r)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out, ok
-}
-
-func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
-	res, ok := s.runChecks(r.Context())
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	if !ok {
-		w.WriteHeader(http.StatusServiceUnavailable)
-	}
-	for _, c := range res {
-		if c.Error == "" {
-			fmt.Fprintf(w, "%s: ok\n", c.Name)
-		} else {
-			fmt.Fprintf(w, "%s: %s\n", c.Name, c.Error)
-		}
-	}
-}
-
-var indexPage = template.Must(template.New("index").Parse(`<!doctype html>
-<html lang="zh-CN"><head><meta charset="utf-8"><title>citywatch</title>
-<style>body{font-family:system-ui,sans-serif;margin:2rem;max-width:48rem}code{background:#eee;padding:0 .2rem}.bad{color:#b00}</style></head>
-<body><h1>citywatch 城市安防实时处理</h1>
-<p>运行中的角色 (roles): {{range .Roles}}<code>{{.}}</code> {{end}}</p>
-<h2>依赖 (dependencies)</h2><ul>{{range .Checks}}<li>{{.Name}}: {{if .Error}}<span class="bad">{{.Error}}</span>{{else}}ok{{end}}</li>{{end}}</ul>
-<p><a href="/metrics">/metrics</a> · <a href="/readyz">/readyz</a> · <a href="/healthz">/healthz</a></p>
-</body></html>`))
-
-func (s *Server) index(w http.ResponseWriter, r *http.Request) {
-	res, _ := s.runChecks(r.Context())
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	if err := indexPage.Execute(w, struct {
-		Roles  []string
-		Checks []checkResult
-	}{s.roles, res}); err != nil {
-		s.log.Warn("cannot render index", "err", err)
-	}
-}

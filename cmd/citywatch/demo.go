@@ -17,6 +17,7 @@ import (
 	"citywatch/internal/city"
 	"citywatch/internal/kafkaio"
 	"citywatch/simulators"
+	"citywatch/web"
 )
 
 func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -70,6 +71,20 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		defer broker.Close()
 		cfg.Kafka.Brokers = broker.Brokers()
+	}
+
+	// Demo users, one per role, with fresh passwords printed below.
+	var logins []web.DemoLogin
+	if cfg.HTTP.UsersFile == "" {
+		udir, err := os.MkdirTemp("", "citywatch-users-")
+		if err != nil {
+			return fmt.Errorf("cannot make a folder for the demo users: %w", err)
+		}
+		defer os.RemoveAll(udir)
+		cfg.HTTP.UsersFile = filepath.Join(udir, "users.yaml")
+		if logins, err = web.DemoUsers(cfg.HTTP.UsersFile, "unit-001"); err != nil {
+			return err
+		}
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -135,6 +150,12 @@ citywatch demo is running.
     clickhouse-client --query "SELECT rule, status, count() FROM %s.alerts FINAL GROUP BY rule, status"
     clickhouse-client --query "SELECT status, count() FROM %s.dispatches FINAL GROUP BY status"
 `, strings.Join(cfg.ClickHouse.Addr, ","), cfg.ClickHouse.Database, cfg.ClickHouse.Database, cfg.ClickHouse.Database, cfg.ClickHouse.Database, cfg.ClickHouse.Database)
+	}
+	if len(logins) > 0 {
+		fmt.Fprintf(stdout, "  log in at http://%s/login as (name / password, role):\n", host)
+		for _, l := range logins {
+			fmt.Fprintf(stdout, "    %-15s %s  %s %s\n", l.Name, l.Password, l.Role, l.Unit)
+		}
 	}
 	fmt.Fprintln(stdout, "Stop with Ctrl-C.")
 

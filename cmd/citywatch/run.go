@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"slices"
 	"strings"
@@ -135,6 +136,7 @@ func runRoles(ctx context.Context, cfg Config, roles map[string]bool, log *slog.
 		}
 		rs = append(rs, role{"rules", r.Run})
 	}
+	var dispatcher *dispatch.Role // the web role shows its coverage when both run here
 	if roles["dispatch"] {
 		c, err := city.Default()
 		if err != nil {
@@ -144,6 +146,7 @@ func runRoles(ctx context.Context, cfg Config, roles map[string]bool, log *slog.
 		if err != nil {
 			return err
 		}
+		dispatcher = d
 		lagGroups[d.Group()] = d.Topics()
 		rs = append(rs, role{"dispatch", d.Run})
 	}
@@ -166,7 +169,34 @@ func runRoles(ctx context.Context, cfg Config, roles map[string]bool, log *slog.
 	}
 	rs = append(rs, role{"lag", kafkaio.NewLagMonitor(cfg.Kafka, lagGroups, 5*time.Second, km, log).Run})
 	if roles["web"] {
-		srv := web.New(cfg.HTTP, reg, checks, names(roles), log)
+		// The web role has its own ClickHouse pool for history, trends and
+		// the audit log; without ClickHouse it still shows the live feed.
+		var wstore web.Store
+		if db, err := store.Open(setupCtx, cfg.ClickHouse); err != nil {
+			log.Warn("web runs without ClickHouse: no history, trends or audited actions", "err", err)
+		} else if err := db.Migrate(setupCtx); err != nil {
+			db.Close()
+			return err
+		} else {
+			closers = append(closers, db.Close)
+			wstore = db
+		}
+		loc, err := time.LoadLocation(cfg.Timezone)
+		if err != nil {
+			return fmt.Errorf("timezone: %w", err)
+		}
+		kc := cfg.Kafka
+		deps := web.Deps{
+			Gatherer: reg, Registerer: reg, Checks: checks, Roles: names(roles), Log: log,
+			Kafka: &kc, Store: wstore, Location: loc, HotlistPath: cfg.Hotlist,
+		}
+		if dispatcher != nil {
+			deps.Coverage = dispatcherCoverage{dispatcher}
+		}
+		srv, err := web.NewApp(cfg.HTTP, deps)
+		if err != nil {
+			return err
+		}
 		rs = append(rs, role{"web", srv.Run})
 	}
 
@@ -231,4 +261,21 @@ func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	fmt.Fprintf(stdout, "schema of database %s is up to date\n", cfg.ClickHouse.Database)
 	return nil
+}
+
+// dispatcherCoverage is the coverage of the circles as the dispatcher in
+// the same process computes it, with its ETA model, for the web role.
+type dispatcherCoverage struct{ d *dispatch.Role }
+
+func (c dispatcherCoverage) Coverage(now time.Time) []web.CircleCoverage {
+	snap := c.d.Snapshot()
+	out := make([]web.CircleCoverage, 0, len(snap.Coverage))
+	for _, cv := range snap.Coverage {
+		cc := web.CircleCoverage{CircleID: cv.CircleID, Covered: cv.Covered, AvailableUnits: cv.Units, BestETASeconds: -1}
+		if cv.Covered {
+			cc.BestETASeconds = math.Round(cv.ETASeconds)
+		}
+		out = append(out, cc)
+	}
+	return out
 }

@@ -1,0 +1,199 @@
+package web
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/chromedp"
+	"github.com/segmentio/kafka-go"
+
+	"citywatch/event"
+	"citywatch/internal/kafkaio"
+	"citywatch/store"
+)
+
+// EnvRequireBrowser, set to 1 by `make test`, turns a missing chromium
+// into a failure instead of a skip.
+const EnvRequireBrowser = "CITYWATCH_REQUIRE_BROWSER"
+
+func chromium(t *testing.T) string {
+	t.Helper()
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	msg := "chromium is not installed: run deploy/deps.sh (Debian package chromium)"
+	if os.Getenv(EnvRequireBrowser) == "1" {
+		t.Fatalf("%s; %s=1 requires it", msg, EnvRequireBrowser)
+	}
+	t.Skip(msg)
+	return ""
+}
+
+// TestBrowser drives the console, the patrol page and the trends page in
+// headless chromium against a live web role on a kfake broker and
+// ClickHouse.
+func TestBrowser(t *testing.T) {
+	exe := chromium(t)
+	e := newEnv(t)
+	now := time.Now().UTC().Truncate(time.Millisecond)
+
+	// Some history for the trends charts (the sink's tables).
+	var ar store.AlertRows
+	for i := range 12 {
+		a := testAlert(fmt.Sprintf("h%d", i), []string{"camera.violence", "crowd.gathering", "vehicle.hotlist"}[i%3], event.SeverityHigh, now.Add(-time.Duration(i)*time.Hour))
+		if err := ar.AddAlert(a.AppendJSON(nil), now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.db.InsertAlerts(t.Context(), &ar); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	defer cancel()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(exe), chromedp.NoSandbox, chromedp.WindowSize(1400, 900),
+		chromedp.Flag("disable-gpu", true), chromedp.Flag("autoplay-policy", "no-user-gesture-required"))
+	actx, acancel := chromedp.NewExecAllocator(ctx, opts...)
+	defer acancel()
+	base, bcancel := chromedp.NewContext(actx)
+	defer bcancel()
+	if err := chromedp.Do(base); err != nil { // start the browser
+		t.Fatal(err)
+	}
+
+	origin, _ := url.Parse(e.url)
+	var mu sync.Mutex
+	var foreign []string
+	watch := func(c context.Context) {
+		if err := chromedp.Listen(c, func(ev any) {
+			if r, ok := ev.(*network.EventRequestWillBeSent); ok {
+				u, err := url.Parse(r.Request.URL)
+				if err != nil || (u.Host != origin.Host && u.Scheme != "data") {
+					mu.Lock()
+					foreign = append(foreign, r.Request.URL)
+					mu.Unlock()
+				}
+			}
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	newSession := func(name string) context.Context {
+		c, cancel := chromedp.NewContext(base, chromedp.WithNewBrowserContext())
+		t.Cleanup(cancel)
+		watch(c)
+		if err := chromedp.Do(c,
+			chromedp.Navigate(e.url+"/login"),
+			chromedp.WaitVisible("#name"),
+			chromedp.SendKeys("#name", name),
+			chromedp.SendKeys("#password", "pw-"+name),
+			chromedp.Click("button[type=submit]"),
+		); err != nil {
+			t.Fatalf("login %s: %v", name, err)
+		}
+		return c
+	}
+	shot := func(c context.Context, name string) {
+		png, err := chromedp.Run(c, chromedp.FullScreenshot(100))
+		if err != nil {
+			t.Errorf("screenshot %s: %v", name, err)
+			return
+		}
+		dir := filepath.Join("..", ".run", "screenshots")
+		if err := os.MkdirAll(dir, 0o755); err == nil {
+			os.WriteFile(filepath.Join(dir, name+".png"), png, 0o644)
+		}
+	}
+
+	// The operator logs in and sees a published alert appear in the feed.
+	op := newSession("op")
+	if err := chromedp.Do(op, chromedp.WaitVisible("#alerts"), chromedp.Poll[chromedp.Void](`document.querySelector(".leaflet-overlay-pane canvas") !== null`)); err != nil {
+		t.Fatalf("console: %v", err)
+	}
+	a := testAlert("b1", "camera.violence", event.SeverityCritical, now)
+	e.publishAlert(a)
+	if err := chromedp.Do(op, chromedp.WaitVisible(`tr[data-id="b1"]`)); err != nil {
+		t.Fatalf("alert b1 not shown: %v", err)
+	}
+	// Acknowledge it from the detail.
+	if err := chromedp.Do(op,
+		chromedp.Click(`tr[data-id="b1"]`),
+		chromedp.WaitVisible("#btn-ack"),
+		chromedp.Click("#btn-ack"),
+		chromedp.Poll[chromedp.Void](`document.querySelector('tr[data-id="b1"] .status').textContent.includes("已确认")`),
+	); err != nil {
+		t.Fatalf("ack: %v", err)
+	}
+
+	// The patrol user sees the dispatch and accepts it.
+	pat := newSession("pat")
+	e.publishDispatch(event.Dispatch{ID: "db1", AlertID: "b1", UnitID: "unit-001", Status: event.DispatchAssigned, Time: now, ETASeconds: 50, DistanceM: 600, CircleID: "circle-01", TierMinutes: 1})
+	if err := chromedp.Do(pat, chromedp.WaitEnabled("#b-accepted"), chromedp.Click("#b-accepted")); err != nil {
+		t.Fatalf("patrol accept: %v", err)
+	}
+	m := readTopic(t, e.kc, kafkaio.TopicPatrol, func(m kafka.Message) bool { return strings.Contains(string(m.Value), `"dispatch_id":"db1"`) })
+	var dec event.Decoder
+	var pe event.Event
+	if err := dec.Decode(m.Value, &pe); err != nil || pe.Type != event.TypePatrolStatus || pe.Status != "accepted" || pe.DeviceID != "unit-001" {
+		t.Fatalf("patrol.status = %s (%v)", m.Value, err)
+	}
+	shot(pat, "patrol")
+	// The dispatcher records the answer; the console shows it.
+	e.publishDispatch(event.Dispatch{ID: "db1", AlertID: "b1", UnitID: "unit-001", Status: event.DispatchAccepted, Time: now.Add(time.Second), CircleID: "circle-01", TierMinutes: 1})
+	if err := chromedp.Do(op, chromedp.Poll[chromedp.Void](`document.querySelector('tr[data-id="b1"] .status').textContent.includes("unit-001 已接受")`)); err != nil {
+		t.Fatalf("console does not show accepted: %v", err)
+	}
+
+	// Latency: alert produced → row in the page, over a few dozen alerts.
+	var lat []time.Duration
+	for i := range 30 {
+		id := fmt.Sprintf("lat%d", i)
+		start := time.Now()
+		e.publishAlert(testAlert(id, "crowd.gathering", event.SeverityMedium, time.Now().UTC()))
+		if err := chromedp.Do(op, chromedp.Poll[chromedp.Void](`document.querySelector('tr[data-id="`+id+`"]') !== null`, chromedp.WithPollingInterval(2*time.Millisecond))); err != nil {
+			t.Fatalf("alert %s: %v", id, err)
+		}
+		lat = append(lat, time.Since(start))
+	}
+	slices.Sort(lat)
+	t.Logf("alert produced → visible in the browser: p50 %v, p99 %v (n=%d)", lat[len(lat)/2], lat[len(lat)*99/100], len(lat))
+	shot(op, "console")
+
+	// The analyst's trends page renders its charts.
+	ana := newSession("ana")
+	if err := chromedp.Do(ana, chromedp.WaitVisible(`#c-alerts[data-rendered="1"] .uplot`), chromedp.WaitVisible(`#c-events[data-rendered="1"]`)); err != nil {
+		t.Fatalf("trends: %v", err)
+	}
+	shot(ana, "trends")
+
+	// No page asked any other origin for anything.
+	for _, c := range []context.Context{op, pat, ana} {
+		res, err := chromedp.Run(c, chromedp.Evaluate[[]string](`performance.getEntriesByType("resource").map(e => e.name)`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range res {
+			if u, err := url.Parse(r); err != nil || u.Host != origin.Host {
+				foreign = append(foreign, r)
+			}
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(foreign) > 0 {
+		t.Errorf("requests to other origins: %v", foreign)
+	}
+	e.scanPersonal()
+}
