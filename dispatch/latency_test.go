@@ -62,7 +62,7 @@ func BenchmarkAlertToAssignment(b *testing.B) {
 	sent := map[string]time.Time{}
 	var lat []time.Duration
 	got := make(chan struct{}, 1)
-	parts, err := partitions(ctx, kc, kc.Topic(kafkaio.TopicDispatches))
+	parts, err := kafkaio.Partitions(ctx, kc, kc.Topic(kafkaio.TopicDispatches))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -403,7 +403,7 @@ func (r *Role) restore(ctx context.Context) (map[string]map[int]int64, []event.A
 	var alerts []event.Alert
 	owner := map[string]bool{}
 	var err error
-	ends[r.alertsTopic], err = readSince(ctx, r.kc, r.alertsTopic, start.Add(-r.cfg.Lookback), func(m *kafka.Message) (int64, bool) {
+	ends[r.alertsTopic], err = kafkaio.ReadSince(ctx, r.kc, r.alertsTopic, start.Add(-r.cfg.Lookback), func(m *kafka.Message) (int64, bool) {
 		a, err := event.DecodeAlert(m.Value)
 		return a.RaisedAt.UnixMilli(), err == nil
 	}, func(m *kafka.Message) {
@@ -423,7 +423,7 @@ func (r *Role) restore(ctx context.Context) (map[string]map[int]int64, []event.A
 	defer r.mu.Unlock()
 	// 2. Dispatches of the lookback: ours rebuilt with their timers,
 	// other dispatchers' only as units taken.
-	ends[r.dispatchesTopic], err = readSince(ctx, r.kc, r.dispatchesTopic, start.Add(-r.cfg.Lookback), func(m *kafka.Message) (int64, bool) {
+	ends[r.dispatchesTopic], err = kafkaio.ReadSince(ctx, r.kc, r.dispatchesTopic, start.Add(-r.cfg.Lookback), func(m *kafka.Message) (int64, bool) {
 		d, err := event.DecodeDispatch(m.Value)
 		return d.Time.UnixMilli(), err == nil
 	}, func(m *kafka.Message) {
@@ -448,7 +448,7 @@ func (r *Role) restore(ctx context.Context) (map[string]map[int]int64, []event.A
 	// 3. Positions and answers of the last PositionsReplay.
 	dec := event.Decoder{Now: r.now}
 	var ev event.Event
-	ends[r.eventsTopic], err = readSince(ctx, r.kc, r.eventsTopic, start.Add(-r.cfg.PositionsReplay), func(m *kafka.Message) (int64, bool) {
+	ends[r.eventsTopic], err = kafkaio.ReadSince(ctx, r.kc, r.eventsTopic, start.Add(-r.cfg.PositionsReplay), func(m *kafka.Message) (int64, bool) {
 		err := dec.DecodeNormalized(m.Value, &ev)
 		return ev.Time.UnixMilli(), err == nil
 	}, func(m *kafka.Message) {

@@ -3,7 +3,6 @@ package dispatch
 import (
 	"context"
 	"errors"
-	"fmt"
 	"slices"
 	"sync"
 	"time"
@@ -41,67 +40,23 @@ func (r *Role) runShared(ctx context.Context) error {
 	if n == 0 {
 		return errors.New("cannot share districts: the city has none")
 	}
-	topic := r.kc.Topic(TopicDistricts)
-	if err := kafkaio.EnsureTopic(ctx, r.kc, TopicDistricts, n); err != nil {
-		return err
-	}
-	cg, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
-		ID:                r.cfg.Group,
-		Brokers:           r.kc.Brokers,
-		Topics:            []string{topic},
-		HeartbeatInterval: r.kc.HeartbeatInterval,
-		SessionTimeout:    r.kc.SessionTimeout,
-		RebalanceTimeout:  r.kc.RebalanceTimeout,
-		JoinGroupBackoff:  time.Second,
-		StartOffset:       kafka.FirstOffset,
-		Timeout:           10 * time.Second,
-		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
-			r.log.Warn("dispatch group: " + fmt.Sprintf(msg, args...))
-		}),
-	})
-	if err != nil {
-		return fmt.Errorf("cannot join dispatch group %s: %w", r.cfg.Group, err)
-	}
-	defer cg.Close()
-	for {
-		gen, err := cg.Next(ctx)
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, kafka.ErrGroupClosed) {
-				return nil
-			}
-			r.log.Warn("cannot join dispatch group yet; retrying", "group", r.cfg.Group, "err", err)
-			continue
-		}
+	return kafkaio.Share(ctx, r.kc, r.cfg.Group, TopicDistricts, n, r.log, func(gctx context.Context, generation int32, parts []int) error {
 		var owned []string
-		for _, pa := range gen.Assignments[topic] {
-			if pa.ID >= 0 && pa.ID < n {
-				owned = append(owned, r.city.Districts[pa.ID].Code)
+		for _, p := range parts {
+			if p < n {
+				owned = append(owned, r.city.Districts[p].Code)
 			}
 		}
 		slices.Sort(owned)
-		if err := r.runGeneration(ctx, gen, owned); err != nil {
-			return err
-		}
-		if ctx.Err() != nil {
-			return nil
-		}
-	}
+		return r.runGeneration(gctx, generation, owned)
+	})
 }
 
-func (r *Role) runGeneration(ctx context.Context, gen *kafka.Generation, owned []string) error {
-	gctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	released := make(chan struct{})
-	gen.Start(func(genCtx context.Context) {
-		select {
-		case <-genCtx.Done():
-			cancel()
-		case <-gctx.Done():
-		}
-		<-released // hold the rebalance until this generation's messages are written
-	})
-	defer close(released)
-
+// runGeneration runs one generation with the districts owned until gctx
+// ends; what it queued is written before it returns (endGeneration).
+func (r *Role) runGeneration(gctx context.Context, generation int32, owned []string) error {
+	// Writes outlive the generation: the next owner must read them back.
+	ctx := context.WithoutCancel(gctx)
 	cfg := r.cfg
 	cfg.ShareDistricts, cfg.Districts = false, owned
 	if len(owned) == 0 {
@@ -117,7 +72,7 @@ func (r *Role) runGeneration(ctx context.Context, gen *kafka.Generation, owned [
 	r.out.Reset()
 	r.mu.Unlock()
 	defer r.endGeneration(ctx)
-	r.log.Info("dispatch districts assigned", "generation", gen.ID, "districts", owned)
+	r.log.Info("dispatch districts assigned", "generation", generation, "districts", owned)
 
 	ends, alerts, err := r.restore(gctx)
 	if err != nil {

@@ -5,13 +5,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"slices"
 	"time"
 
 	"github.com/segmentio/kafka-go"
 
 	"citywatch/event"
+	"citywatch/internal/kafkaio"
 )
 
 // restore rebuilds the engine's state from Kafka before the group joins:
@@ -129,7 +129,7 @@ func (c *replayCheck) keep(a *event.Alert) bool {
 // after since to its end.
 func (r *Role) readAlerts(ctx context.Context, since time.Time) (*replayCheck, error) {
 	c := &replayCheck{known: map[string]*knownAlert{}, bySubject: map[ruleSubject][]*knownAlert{}}
-	parts, err := r.partitions(ctx, r.alertsTopic)
+	parts, err := kafkaio.Partitions(ctx, r.kc, r.alertsTopic)
 	if err != nil {
 		return nil, err
 	}
@@ -138,14 +138,14 @@ func (r *Role) readAlerts(ctx context.Context, since time.Time) (*replayCheck, e
 		return a.RaisedAt.UnixMilli(), err == nil
 	}
 	for _, p := range parts {
-		pr, err := openPartition(ctx, r.kc.Brokers, r.alertsTopic, p)
+		pr, err := kafkaio.OpenPartition(ctx, r.kc, r.alertsTopic, p)
 		if err != nil {
 			return nil, err
 		}
-		from, err := pr.search(pr.first, pr.end, since.UnixMilli(), raisedAt)
+		from, err := pr.Search(pr.First, pr.End, since.UnixMilli(), raisedAt)
 		if err == nil {
-			pr.next = from
-			err = pr.each(func(m *kafka.Message) {
+			pr.Next = from
+			err = pr.Each(func(m *kafka.Message) {
 				a, err := event.DecodeAlert(m.Value)
 				if err != nil {
 					r.log.Warn("cannot decode alert; skipped", "partition", m.Partition, "offset", m.Offset, "err", err)
@@ -157,7 +157,7 @@ func (r *Role) readAlerts(ctx context.Context, since time.Time) (*replayCheck, e
 				c.add(&a)
 			})
 		}
-		pr.close()
+		pr.Close()
 		if err != nil {
 			return nil, fmt.Errorf("cannot read back %s/%d: %w", r.alertsTopic, p, err)
 		}
@@ -192,7 +192,7 @@ func (c *replayCheck) add(a *event.Alert) {
 // partition at the start, partitions merged by event time, and records the
 // end offsets for the consumer to skip. r.mu is held.
 func (r *Role) replay(ctx context.Context, start, since time.Time) (int, error) {
-	parts, err := r.partitions(ctx, r.eventsTopic)
+	parts, err := kafkaio.Partitions(ctx, r.kc, r.eventsTopic)
 	if err != nil {
 		return 0, err
 	}
@@ -213,17 +213,17 @@ func (r *Role) replay(ctx context.Context, start, since time.Time) (int, error) 
 	var cursors []*replayCursor
 	defer func() {
 		for _, c := range cursors {
-			c.pr.close()
+			c.pr.Close()
 		}
 	}()
 	for _, p := range parts {
-		pr, err := openPartition(ctx, r.kc.Brokers, r.eventsTopic, p)
+		pr, err := kafkaio.OpenPartition(ctx, r.kc, r.eventsTopic, p)
 		if err != nil {
 			return 0, err
 		}
 		cursors = append(cursors, &replayCursor{pr: pr, dec: event.Decoder{Now: r.now}})
-		r.skipBelow[p] = pr.end
-		from, err := pr.search(pr.first, pr.end, since.UnixMilli(), eventTime)
+		r.skipBelow[p] = pr.End
+		from, err := pr.Search(pr.First, pr.End, since.UnixMilli(), eventTime)
 		if err != nil {
 			return 0, fmt.Errorf("cannot search %s/%d: %w", r.eventsTopic, p, err)
 		}
@@ -234,11 +234,11 @@ func (r *Role) replay(ctx context.Context, start, since time.Time) (int, error) 
 		switch {
 		case r.cfg.Shards > 0:
 		case !ok || c < 0:
-			from = pr.first
+			from = pr.First
 		default:
-			from = max(min(from, c), pr.first)
+			from = max(min(from, c), pr.First)
 		}
-		pr.next = from
+		pr.Next = from
 	}
 	for _, c := range cursors {
 		if err := c.advance(r); err != nil {
@@ -265,7 +265,7 @@ func (r *Role) replay(ctx context.Context, start, since time.Time) (int, error) 
 		// downtime later, with the same id.
 		r.scratch = r.eng.Process(start, &next.ev, r.scratch[:0])
 		r.queueLocked(start, r.scratch)
-		r.catchUp.observe(next.pr.partition, next.ev.Time.UnixMilli(), start)
+		r.catchUp.observe(next.pr.Partition, next.ev.Time.UnixMilli(), start)
 		n++
 		if r.metrics != nil {
 			r.metrics.replayed.Inc()
@@ -289,7 +289,7 @@ func (r *Role) replay(ctx context.Context, start, since time.Time) (int, error) 
 
 // replayCursor is the head of one partition during the replay.
 type replayCursor struct {
-	pr  *partitionReader
+	pr  *kafkaio.PartitionReader
 	dec event.Decoder
 	ev  event.Event
 	ok  bool // ev holds the next event
@@ -297,9 +297,9 @@ type replayCursor struct {
 
 func (c *replayCursor) advance(r *Role) error {
 	for {
-		m, ok, err := c.pr.read()
+		m, ok, err := c.pr.Read()
 		if err != nil {
-			return fmt.Errorf("cannot replay %s/%d: %w", r.eventsTopic, c.pr.partition, err)
+			return fmt.Errorf("cannot replay %s/%d: %w", r.eventsTopic, c.pr.Partition, err)
 		}
 		if !ok {
 			c.ok = false
@@ -314,25 +314,6 @@ func (c *replayCursor) advance(r *Role) error {
 		c.ok = true
 		return nil
 	}
-}
-
-// partitions lists the partition ids of topic.
-func (r *Role) partitions(ctx context.Context, topic string) ([]int, error) {
-	meta, err := r.kc.Client().Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
-	if err != nil {
-		return nil, fmt.Errorf("cannot read metadata of %s: %w", topic, err)
-	}
-	var out []int
-	for _, t := range meta.Topics {
-		if t.Error != nil {
-			return nil, fmt.Errorf("cannot read metadata of %s: %w", topic, t.Error)
-		}
-		for _, p := range t.Partitions {
-			out = append(out, p.ID)
-		}
-	}
-	slices.Sort(out)
-	return out, nil
 }
 
 // committed returns the group's committed offsets on the events topic; a
@@ -358,131 +339,4 @@ func (r *Role) committed(ctx context.Context, parts []int) (map[int]int64, error
 		}
 	}
 	return out, nil
-}
-
-// partitionReader reads one partition over a connection to its leader,
-// without a consumer group: the restart reads what is there, from an
-// offset it chooses, up to the end offset it saw when it opened.
-type partitionReader struct {
-	conn       *kafka.Conn
-	partition  int
-	first, end int64
-	next       int64
-	batch      *kafka.Batch
-}
-
-// readTimeout bounds one fetch of the restart's reads.
-const readTimeout = 30 * time.Second
-
-const maxFetchBytes = 16 << 20
-
-func openPartition(ctx context.Context, brokers []string, topic string, p int) (*partitionReader, error) {
-	var conn *kafka.Conn
-	err := errors.New("no broker")
-	for _, b := range brokers {
-		if conn, err = kafka.DialLeader(ctx, "tcp", b, topic, p); err == nil {
-			break
-		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("cannot reach the leader of %s/%d: %w", topic, p, err)
-	}
-	first, end, err := conn.ReadOffsets()
-	if err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("cannot read offsets of %s/%d: %w", topic, p, err)
-	}
-	return &partitionReader{conn: conn, partition: p, first: first, end: end, next: first}, nil
-}
-
-func (pr *partitionReader) close() {
-	if pr.batch != nil {
-		pr.batch.Close()
-		pr.batch = nil
-	}
-	pr.conn.Close()
-}
-
-// at returns the first message at or after offset off (< end).
-func (pr *partitionReader) at(off int64) (kafka.Message, error) {
-	if pr.batch != nil {
-		pr.batch.Close()
-		pr.batch = nil
-	}
-	if _, err := pr.conn.Seek(off, kafka.SeekAbsolute|kafka.SeekDontCheck); err != nil {
-		return kafka.Message{}, err
-	}
-	if err := pr.conn.SetReadDeadline(time.Now().Add(readTimeout)); err != nil {
-		return kafka.Message{}, err
-	}
-	return pr.conn.ReadMessage(maxFetchBytes)
-}
-
-// search returns the first offset in [lo, hi) whose message's time (by
-// timeOf, Unix ms) is at or after t, or hi when there is none. Times are
-// taken as ascending along the partition, which holds up to the lateness
-// of a device's clock: a binary search, a few dozen reads.
-func (pr *partitionReader) search(lo, hi, t int64, timeOf func(*kafka.Message) (int64, bool)) (int64, error) {
-	for lo < hi {
-		mid := lo + (hi-lo)/2
-		m, err := pr.at(mid)
-		if err != nil {
-			return 0, err
-		}
-		if mt, ok := timeOf(&m); ok && mt >= t {
-			hi = mid
-		} else {
-			lo = max(mid, m.Offset) + 1
-		}
-	}
-	return lo, nil
-}
-
-// read returns the next message before end; false when there is none.
-func (pr *partitionReader) read() (kafka.Message, bool, error) {
-	empty := 0
-	for pr.next < pr.end {
-		if pr.batch == nil {
-			if _, err := pr.conn.Seek(pr.next, kafka.SeekAbsolute|kafka.SeekDontCheck); err != nil {
-				return kafka.Message{}, false, err
-			}
-			if err := pr.conn.SetReadDeadline(time.Now().Add(readTimeout)); err != nil {
-				return kafka.Message{}, false, err
-			}
-			pr.batch = pr.conn.ReadBatchWith(kafka.ReadBatchConfig{MinBytes: 1, MaxBytes: maxFetchBytes, MaxWait: time.Second})
-		}
-		m, err := pr.batch.ReadMessage()
-		if err != nil {
-			cerr := pr.batch.Close()
-			pr.batch = nil
-			if !errors.Is(err, io.EOF) {
-				return kafka.Message{}, false, err
-			}
-			if cerr != nil {
-				return kafka.Message{}, false, cerr
-			}
-			if empty++; empty > 3 {
-				return kafka.Message{}, false, fmt.Errorf("no message at offset %d of %d", pr.next, pr.end)
-			}
-			continue
-		}
-		empty = 0
-		if m.Offset < pr.next {
-			continue
-		}
-		pr.next = m.Offset + 1
-		return m, true, nil
-	}
-	return kafka.Message{}, false, nil
-}
-
-// each calls f with every message from next to end.
-func (pr *partitionReader) each(f func(*kafka.Message)) error {
-	for {
-		m, ok, err := pr.read()
-		if err != nil || !ok {
-			return err
-		}
-		f(&m)
-	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
 	"strconv"
 	"sync"
 	"time"
@@ -45,77 +44,22 @@ const TopicShards = "internal.rules.shards"
 // (all of them down for longer than a horizon) is not evaluated; the sink
 // stores it regardless.
 func (r *Role) runSharded(ctx context.Context) error {
-	topic := r.kc.Topic(TopicShards)
-	if err := kafkaio.EnsureTopic(ctx, r.kc, TopicShards, r.cfg.Shards); err != nil {
-		return err
-	}
-	cg, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
-		ID:                r.cfg.Group,
-		Brokers:           r.kc.Brokers,
-		Topics:            []string{topic},
-		HeartbeatInterval: r.kc.HeartbeatInterval,
-		SessionTimeout:    r.kc.SessionTimeout,
-		RebalanceTimeout:  r.kc.RebalanceTimeout,
-		JoinGroupBackoff:  time.Second,
-		StartOffset:       kafka.FirstOffset,
-		Timeout:           10 * time.Second,
-		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
-			r.log.Warn("rules group: " + fmt.Sprintf(msg, args...))
-		}),
-		Logger: kafka.LoggerFunc(func(msg string, args ...any) {
-			r.log.Debug("rules group: " + fmt.Sprintf(msg, args...))
-		}),
-	})
-	if err != nil {
-		return fmt.Errorf("cannot join rules group %s: %w", r.cfg.Group, err)
-	}
-	defer cg.Close()
-	for {
-		r.log.Debug("joining rules group", "group", r.cfg.Group)
-		gen, err := cg.Next(ctx)
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, kafka.ErrGroupClosed) {
-				return nil
-			}
-			// The group retries by itself (a rebalance under way, a
-			// coordinator moving); the error is only news.
-			r.log.Warn("cannot join rules group yet; retrying", "group", r.cfg.Group, "err", err)
-			continue
-		}
-		r.log.Debug("rules group generation", "generation", gen.ID, "member", gen.MemberID)
-		var owned []int
-		for _, pa := range gen.Assignments[topic] {
-			owned = append(owned, pa.ID)
-		}
-		sort.Ints(owned)
-		if err := r.runGeneration(ctx, gen, owned); err != nil {
-			return err
-		}
-		if ctx.Err() != nil {
-			return nil
-		}
-	}
+	return kafkaio.Share(ctx, r.kc, r.cfg.Group, TopicShards, r.cfg.Shards, r.log, r.runGeneration)
 }
 
-// runGeneration runs one generation of the group with the shards owned.
-// Stopping order: the generation ends (or ctx is done); the partition
-// readers stop; the alerts still queued are written; only then may the
-// group rebalance, so that the next owner of a shard reads back every
-// alert this process raised for it.
-func (r *Role) runGeneration(ctx context.Context, gen *kafka.Generation, owned []int) error {
-	gctx, cancel := context.WithCancel(ctx)
+// runGeneration runs one generation of the group with the shards owned,
+// until gctx ends. Stopping order: the partition readers stop; the alerts
+// still queued are written; then it returns and the group may rebalance,
+// so that the next owner of a shard reads back every alert this process
+// raised for it.
+func (r *Role) runGeneration(gctx context.Context, generation int32, owned []int) error {
+	// Writes outlive the generation: one cancelled half-way may have
+	// landed, and written again it would be a duplicate (see write).
+	ctx := context.WithoutCancel(gctx)
+	gctx, cancel := context.WithCancel(gctx)
 	defer cancel()
-	released := make(chan struct{})
-	gen.Start(func(genCtx context.Context) {
-		select {
-		case <-genCtx.Done():
-			cancel()
-		case <-gctx.Done():
-		}
-		<-released // hold the rebalance until this generation's alerts are written
-	})
-	defer close(released)
-
+	var readErr error
+	var readErrOnce sync.Once
 	rs := r.ruleSet()
 	eng, err := New(r.ecfg, rs, r.metrics)
 	if err != nil {
@@ -128,7 +72,7 @@ func (r *Role) runGeneration(ctx context.Context, gen *kafka.Generation, owned [
 	r.catchUp = catchUp{stale: catchUpStale}
 	r.mu.Unlock()
 	defer r.endGeneration(ctx)
-	r.log.Info("rules shards assigned", "generation", gen.ID, "shards", len(owned), "of", r.cfg.Shards)
+	r.log.Info("rules shards assigned", "generation", generation, "shards", len(owned), "of", r.cfg.Shards)
 	if r.metrics != nil {
 		r.metrics.shards.Set(float64(len(owned)))
 	}
@@ -154,7 +98,7 @@ func (r *Role) runGeneration(ctx context.Context, gen *kafka.Generation, owned [
 		r.assigned(owned)
 	}
 
-	parts, err := r.partitions(gctx, r.eventsTopic)
+	parts, err := kafkaio.Partitions(gctx, r.kc, r.eventsTopic)
 	if err != nil {
 		if gctx.Err() != nil {
 			return nil
@@ -184,7 +128,7 @@ func (r *Role) runGeneration(ctx context.Context, gen *kafka.Generation, owned [
 				}
 				if err != nil {
 					if gctx.Err() == nil {
-						r.log.Error("cannot read input; the generation ends", "partition", p, "err", err)
+						readErrOnce.Do(func() { readErr = fmt.Errorf("cannot read %s/%d: %w", r.eventsTopic, p, err) })
 						cancel()
 					}
 					return
@@ -232,7 +176,7 @@ loop:
 		}
 	}
 	readers.Wait()
-	return nil
+	return readErr
 }
 
 // endGeneration writes what the generation's engine queued, so that the

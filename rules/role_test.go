@@ -191,18 +191,18 @@ func (h *roleHarness) alerts() []event.Alert {
 	h.t.Helper()
 	var out []event.Alert
 	for p := range h.kc.Partitions {
-		pr, err := openPartition(h.t.Context(), h.kc.Brokers, h.kc.Topic(kafkaio.TopicAlerts), p)
+		pr, err := kafkaio.OpenPartition(h.t.Context(), h.kc, h.kc.Topic(kafkaio.TopicAlerts), p)
 		if err != nil {
 			h.t.Fatal(err)
 		}
-		err = pr.each(func(m *kafka.Message) {
+		err = pr.Each(func(m *kafka.Message) {
 			a, err := event.DecodeAlert(m.Value)
 			if err != nil {
 				h.t.Errorf("offset %d: %v", m.Offset, err)
 			}
 			out = append(out, a)
 		})
-		pr.close()
+		pr.Close()
 		if err != nil {
 			h.t.Fatal(err)
 		}

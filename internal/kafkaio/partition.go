@@ -1,0 +1,197 @@
+package kafkaio
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// Partitions lists the partition ids of topic (a full name), sorted.
+func Partitions(ctx context.Context, kc Config, topic string) ([]int, error) {
+	meta, err := kc.Client().Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	if err != nil {
+		return nil, fmt.Errorf("cannot read metadata of %s: %w", topic, err)
+	}
+	var out []int
+	for _, t := range meta.Topics {
+		if t.Error != nil {
+			return nil, fmt.Errorf("cannot read metadata of %s: %w", topic, t.Error)
+		}
+		for _, p := range t.Partitions {
+			out = append(out, p.ID)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// PartitionReader reads one partition over a connection to its leader,
+// without a consumer group: a restart reads what is there, from an offset
+// it chooses (Next), up to the end offset it saw when it opened (End). It
+// is how the stateful roles rebuild their state from their own output and
+// their input.
+type PartitionReader struct {
+	conn      *kafka.Conn
+	Partition int
+	// First and End are the partition's first offset and the offset after
+	// its last message when the reader opened; Next is the next offset
+	// Read returns, First at the start.
+	First, End, Next int64
+	batch            *kafka.Batch
+}
+
+// readTimeout bounds one fetch of a PartitionReader.
+const readTimeout = 30 * time.Second
+
+const maxFetchBytes = 16 << 20
+
+// OpenPartition opens partition p of topic (a full name).
+func OpenPartition(ctx context.Context, kc Config, topic string, p int) (*PartitionReader, error) {
+	var conn *kafka.Conn
+	err := errors.New("no broker")
+	for _, b := range kc.Brokers {
+		if conn, err = kafka.DialLeader(ctx, "tcp", b, topic, p); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cannot reach the leader of %s/%d: %w", topic, p, err)
+	}
+	first, end, err := conn.ReadOffsets()
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("cannot read offsets of %s/%d: %w", topic, p, err)
+	}
+	return &PartitionReader{conn: conn, Partition: p, First: first, End: end, Next: first}, nil
+}
+
+// Close closes the connection.
+func (pr *PartitionReader) Close() {
+	if pr.batch != nil {
+		pr.batch.Close()
+		pr.batch = nil
+	}
+	pr.conn.Close()
+}
+
+// At returns the first message at or after offset off (< End).
+func (pr *PartitionReader) At(off int64) (kafka.Message, error) {
+	if pr.batch != nil {
+		pr.batch.Close()
+		pr.batch = nil
+	}
+	if _, err := pr.conn.Seek(off, kafka.SeekAbsolute|kafka.SeekDontCheck); err != nil {
+		return kafka.Message{}, err
+	}
+	if err := pr.conn.SetReadDeadline(time.Now().Add(readTimeout)); err != nil {
+		return kafka.Message{}, err
+	}
+	return pr.conn.ReadMessage(maxFetchBytes)
+}
+
+// Search returns the first offset in [lo, hi) whose message's time (by
+// timeOf, Unix ms) is at or after t, or hi when there is none. Times are
+// taken as ascending along the partition, which holds up to the lateness
+// of a device's clock: a binary search, a few dozen reads.
+func (pr *PartitionReader) Search(lo, hi, t int64, timeOf func(*kafka.Message) (int64, bool)) (int64, error) {
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		m, err := pr.At(mid)
+		if err != nil {
+			return 0, err
+		}
+		if mt, ok := timeOf(&m); ok && mt >= t {
+			hi = mid
+		} else {
+			lo = max(mid, m.Offset) + 1
+		}
+	}
+	return lo, nil
+}
+
+// Read returns the next message before End; false when there is none.
+func (pr *PartitionReader) Read() (kafka.Message, bool, error) {
+	empty := 0
+	for pr.Next < pr.End {
+		if pr.batch == nil {
+			if _, err := pr.conn.Seek(pr.Next, kafka.SeekAbsolute|kafka.SeekDontCheck); err != nil {
+				return kafka.Message{}, false, err
+			}
+			if err := pr.conn.SetReadDeadline(time.Now().Add(readTimeout)); err != nil {
+				return kafka.Message{}, false, err
+			}
+			pr.batch = pr.conn.ReadBatchWith(kafka.ReadBatchConfig{MinBytes: 1, MaxBytes: maxFetchBytes, MaxWait: time.Second})
+		}
+		m, err := pr.batch.ReadMessage()
+		if err != nil {
+			cerr := pr.batch.Close()
+			pr.batch = nil
+			if !errors.Is(err, io.EOF) {
+				return kafka.Message{}, false, err
+			}
+			if cerr != nil {
+				return kafka.Message{}, false, cerr
+			}
+			if empty++; empty > 3 {
+				return kafka.Message{}, false, fmt.Errorf("no message at offset %d of %d", pr.Next, pr.End)
+			}
+			continue
+		}
+		empty = 0
+		if m.Offset < pr.Next {
+			continue
+		}
+		pr.Next = m.Offset + 1
+		return m, true, nil
+	}
+	return kafka.Message{}, false, nil
+}
+
+// Each calls f with every message from Next to End.
+func (pr *PartitionReader) Each(f func(*kafka.Message)) error {
+	for {
+		m, ok, err := pr.Read()
+		if err != nil || !ok {
+			return err
+		}
+		f(&m)
+	}
+}
+
+// ReadSince calls f with every message of every partition of topic (a
+// full name) from the first whose time (by timeOf, Unix ms) is at or after
+// since, up to the end offsets at the call, partition after partition, and
+// returns those end offsets, where a reader that follows the topic goes
+// on.
+func ReadSince(ctx context.Context, kc Config, topic string, since time.Time, timeOf func(*kafka.Message) (int64, bool), f func(*kafka.Message)) (map[int]int64, error) {
+	parts, err := Partitions(ctx, kc, topic)
+	if err != nil {
+		return nil, err
+	}
+	ends := map[int]int64{}
+	for _, p := range parts {
+		pr, err := OpenPartition(ctx, kc, topic, p)
+		if err != nil {
+			return nil, err
+		}
+		ends[p] = pr.End
+		from, err := pr.Search(pr.First, pr.End, since.UnixMilli(), timeOf)
+		if err == nil {
+			pr.Next = from
+			err = pr.Each(f)
+		}
+		pr.Close()
+		if err != nil {
+			return nil, fmt.Errorf("cannot read back %s/%d: %w", topic, p, err)
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+	}
+	return ends, nil
+}
