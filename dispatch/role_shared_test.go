@@ -45,6 +45,16 @@ func TestSharedDistrictsTakeOver(t *testing.T) {
 		write(kafkaio.TopicEvents, unit, event.AppendJSON(nil, &e))
 	}
 
+	// The units report before the dispatchers start, so that each
+	// dispatcher's restore knows them before any alert (live, positions
+	// and alerts come on different partitions in no set order).
+	const lat, lon = 31.775, 111.839 // circle-32
+	near, far := [2]float64{}, [2]float64{}
+	near[0], near[1] = city.Offset(lat, lon, 200, 0)
+	far[0], far[1] = city.Offset(lat, lon, 600, 0)
+	position("unit-near", near[0], near[1])
+	position("unit-far", far[0], far[1])
+
 	var mu sync.Mutex
 	owned := map[int][]string{}
 	type proc struct {
@@ -86,12 +96,6 @@ func TestSharedDistrictsTakeOver(t *testing.T) {
 		return len(owned[0]) > 0 && len(owned[1]) > 0 && len(owned[0])+len(owned[1]) == len(c.Districts)
 	})
 
-	const lat, lon = 31.775, 111.839 // circle-32
-	near, far := [2]float64{}, [2]float64{}
-	near[0], near[1] = city.Offset(lat, lon, 200, 0)
-	far[0], far[1] = city.Offset(lat, lon, 600, 0)
-	position("unit-near", near[0], near[1])
-	position("unit-far", far[0], far[1])
 	now := time.Now()
 	a := event.Alert{ID: "shared-1", Rule: "camera.violence", Severity: event.SeverityMedium, Status: event.AlertFiring,
 		Subject: event.Subject{Kind: "device", ID: "cam-1"}, EventTime: now, RaisedAt: now, Lat: lat, Lon: lon, Evidence: []string{"e1"}}
