@@ -530,7 +530,7 @@ func (e *Engine) Advance(now time.Time, out *Out) {
 		}
 		e.fill(now, as, out)
 		act := as.activeCount()
-		if as.known && !as.breached && !as.onScene && !now.Before(as.deadline) && len(as.ds) > 0 && (act > 0 || !as.resolved) {
+		if as.known && !as.breached && !as.onScene && !now.Before(as.deadline) && (act > 0 || !as.resolved) {
 			e.breach(now, as, out)
 		}
 		if act == 0 && (as.onScene || as.resolved || !as.known) || now.Sub(as.eventTime) > e.cfg.Lookback {
@@ -567,7 +567,8 @@ func (e *Engine) Advance(now time.Time, out *Out) {
 }
 
 // breach raises dispatch.sla_breach for as and marks its first active
-// dispatch (or its last one) breached.
+// dispatch (or its last one) breached; an alert that no unit could be sent
+// to (escalated with none in reach) gets the alert alone.
 func (e *Engine) breach(now time.Time, as *alertState, out *Out) {
 	as.breached = true
 	e.metrics.breaches.WithLabelValues(strconv.Itoa(as.tier)).Inc()
@@ -578,10 +579,12 @@ func (e *Engine) breach(now time.Time, as *alertState, out *Out) {
 			break
 		}
 	}
-	if d == nil {
+	if d == nil && len(as.ds) > 0 {
 		d = as.ds[len(as.ds)-1]
 	}
-	e.emit(out, d, event.DispatchBreached, as.deadline)
+	if d != nil {
+		e.emit(out, d, event.DispatchBreached, as.deadline)
+	}
 	subj := event.Subject{Kind: event.SubjectAlert, ID: as.id}
 	out.Alerts = append(out.Alerts, event.Alert{
 		ID: event.AlertID(RuleSLABreach, subj, as.eventTime), Rule: RuleSLABreach, Severity: as.severity,

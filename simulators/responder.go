@@ -46,6 +46,7 @@ type response struct {
 	silent, decline     bool
 	kmh                 float64
 	onScene             time.Duration
+	lat, lon            float64 // the scene
 }
 
 // alertPlaces remembers where alerts are, by id, for the units sent to
@@ -156,11 +157,12 @@ func (p *Patrol) step(u *unitState, places *alertPlaces, emit Emit) {
 		}
 		p.answer(u, r, t, "accepted", emit)
 		r.phase, r.next = phaseAccepted, t.Add(time.Second+durationOf(2*p.ans.Float64()))
-		u.toLat, u.toLon = place[0], place[1] // remembered for the drive
+		r.lat, r.lon = place[0], place[1]
 	case phaseAccepted:
 		p.answer(u, r, t, "en_route", emit)
-		toLat, toLon := u.toLat, u.toLon
+		// From where the unit is now (on its patrol leg), to the scene.
 		u.fromLat, u.fromLon, _, _ = u.at(t)
+		toLat, toLon := r.lat, r.lon
 		u.toLat, u.toLon, u.kmh, u.leave = toLat, toLon, r.kmh, t
 		dist := city.DistanceM(u.fromLat, u.fromLon, toLat, toLon) * RoadFactor
 		u.arrive = t.Add(durationOf(dist / (r.kmh / 3.6)))
