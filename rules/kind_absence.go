@@ -455,10 +455,16 @@ func (s *absenceState) raiseSite(x *evalCtx, st *site) {
 // adopt implements adopter: a device alert whose key the replay did not
 // see is watched again as alerted, silent since the alert's last_seen
 // (its start minus the silence), so that the device's next event resolves
-// it. Site alerts are not adopted: their members are not all in the alert
-// (at most MaxEvidence of them); such an alert resolves when the replayed
-// and live input shows its site back, or stays open until it is evicted.
+// it. A site alert whose site the replay did not rebuild is adopted with
+// the silent devices it names (device_ids): they are watched again as
+// silent members of the site, so that their return resolves it. A site
+// alert names at most MaxEvidence devices; a site with more silent ones
+// resolves when those it names are back.
 func (s *absenceState) adopt(x *evalCtx, sit *situation) {
+	if s.r.group && sit.subject.Kind == event.SubjectArea && sit.sticky {
+		s.adoptSite(x, sit)
+		return
+	}
 	if sit.subject.Kind != s.r.key.subject || !sit.sticky {
 		return
 	}
@@ -480,5 +486,42 @@ func (s *absenceState) adopt(x *evalCtx, sit *situation) {
 		st.total++
 		st.silent++
 		st.members = append(st.members, cloneString(key))
+	}
+}
+
+// adoptSite adopts an open site alert (see adopt).
+func (s *absenceState) adoptSite(x *evalCtx, sit *situation) {
+	var ids []string
+	for _, d := range sit.details {
+		if d.Name == "device_ids" {
+			ids, _ = d.Value.([]string)
+		}
+	}
+	i, ok := s.siteIndex[sit.subject.ID]
+	if !ok {
+		i = int32(len(s.sites))
+		s.sites = append(s.sites, site{name: cloneString(sit.subject.ID)})
+		s.siteIndex[s.sites[i].name] = i
+	}
+	st := &s.sites[i]
+	if st.alerted {
+		return // the replay rebuilt the site and its alert
+	}
+	s.x = x
+	last := sit.eventTime.UnixMilli() - s.r.silence
+	adopted := 0
+	for _, key := range ids {
+		if _, ok := s.keys.get(key); ok {
+			continue // the replay saw it; its state is the replayed one
+		}
+		w, _ := s.keys.touch(key, last)
+		*w = watch{last: last, lat: float32(sit.lat), lon: float32(sit.lon), state: inhibited, site: i}
+		st.total++
+		st.silent++
+		st.members = append(st.members, cloneString(key))
+		adopted++
+	}
+	if adopted > 0 {
+		st.alerted = true
 	}
 }

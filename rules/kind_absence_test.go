@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -54,5 +55,73 @@ func TestAbsenceRecoverAndForget(t *testing.T) {
 	}
 	if !forgotten {
 		t.Errorf("b not resolved as forgotten: %+v", keysOf(out))
+	}
+}
+
+// TestAbsenceAdoptsSiteAlert restarts an engine whose replay begins after
+// a whole site fell silent: the site alert read back is adopted with the
+// devices it names, and their return resolves it under its own id,
+// raising nothing new.
+func TestAbsenceAdoptsSiteAlert(t *testing.T) {
+	rs, err := DefaultRuleSet(testPseudonymizer(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hb := func(dev string, at time.Time) *event.Event {
+		return &event.Event{ID: dev + at.Format("150405"), Type: event.TypeDeviceHeartbeat, DeviceID: dev, Time: at, Lat: 32.0105, Lon: 112.1105}
+	}
+	devs := []string{"cam-s1", "cam-s2", "cam-s3", "cam-s4"}
+	other := &event.Event{Type: event.TypeDeviceHeartbeat, DeviceID: "clock", Lat: 31.5, Lon: 111.5}
+
+	first, _ := New(Config{}, rs, nil)
+	var out []event.Alert
+	at := t0
+	for _, d := range devs {
+		out = first.Process(at, hb(d, at), out)
+	}
+	// The site falls silent; another device keeps stream time moving.
+	for s := 20; s <= 10*60; s += 20 {
+		at = t0.Add(time.Duration(s) * time.Second)
+		other.ID, other.Time = fmt.Sprint("c", s), at
+		out = first.Process(at, other, out)
+	}
+	var site *event.Alert
+	for i := range out {
+		if out[i].Rule == "device.offline" && out[i].Subject.Kind == event.SubjectArea {
+			site = &out[i]
+		}
+		if out[i].Rule == "device.offline" && out[i].Subject.Kind == event.SubjectDevice && out[i].Subject.ID != "clock" {
+			t.Errorf("a device alert of the silent site: %v", out[i].Subject)
+		}
+	}
+	if site == nil {
+		t.Fatalf("no site alert: %v", keysOf(out))
+	}
+
+	// A new engine whose replay saw none of the site's devices.
+	second, _ := New(Config{}, rs, nil)
+	if !second.seed(site) {
+		t.Fatal("site alert not seeded")
+	}
+	at = t0.Add(11 * time.Minute)
+	other.ID, other.Time = "c-after", at
+	out = second.Process(at, other, out[:0])
+	second.adoptSeeded()
+	for i, d := range devs {
+		at = t0.Add(11*time.Minute + time.Duration(i+1)*time.Second)
+		out = second.Process(at, hb(d, at), out)
+	}
+	out = second.Advance(at.Add(time.Minute), out)
+	var resolved bool
+	for _, a := range out {
+		switch {
+		case a.ID == site.ID && a.Status == event.AlertResolved:
+			resolved = true
+		case a.Rule == "device.offline" && a.Subject.ID != "clock" && a.Status == event.AlertFiring:
+			t.Errorf("raised again after the restart: %v %v", a.Subject, a.Status)
+		}
+	}
+	if !resolved {
+		t.Errorf("the adopted site alert %s was not resolved when its devices came back: %v", site.ID, keysOf(out))
 	}
 }
