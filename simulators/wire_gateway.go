@@ -34,6 +34,9 @@ type GatewayShare struct {
 	dec                  event.Decoder
 	ev                   event.Event
 	keep                 []kafka.Message
+	// newest is the newest event time sent over RTP, and beat the last
+	// time keepalive frames went out (see RTPSender.Keepalive).
+	newest, beat time.Time
 	// RTPSent, VIIDQueued and RTPErrors count what went to the gateway.
 	RTPSent, VIIDQueued, RTPErrors uint64
 }
@@ -102,6 +105,12 @@ func (g *GatewayShare) WriteMessages(ctx context.Context, msgs ...kafka.Message)
 		}
 	}
 	g.keep = keep[:0]
+	if g.newest.Sub(g.beat) >= KeepaliveEvery {
+		g.beat = g.newest
+		if err := g.rtp.Keepalive(g.newest); err != nil {
+			g.RTPErrors++
+		}
+	}
 	if len(keep) == 0 {
 		return nil
 	}
@@ -136,6 +145,9 @@ func (g *GatewayShare) divert(ctx context.Context, m *kafka.Message) bool {
 		if err := g.rtp.Send(&g.ev); err != nil {
 			g.RTPErrors++
 			return false
+		}
+		if g.ev.Time.After(g.newest) {
+			g.newest = g.ev.Time
 		}
 		g.RTPSent++
 		return true

@@ -39,6 +39,7 @@ type rtpStream struct {
 	p      rtp.Packetizer
 	base   uint32    // RTP timestamp of start
 	start  time.Time // event time of the first document
+	last   time.Time // event time of the last document
 	lastTS uint32
 }
 
@@ -75,12 +76,47 @@ func (s *RTPSender) Send(e *event.Event) error {
 	if st.lastTS != 0 && int32(ts-st.lastTS) <= 0 {
 		ts = st.lastTS + 1 // one document per timestamp
 	}
-	st.lastTS = ts
+	st.lastTS, st.last = ts, e.Time
 	s.doc = AppendMetadata(s.doc[:0], e)
 	s.Documents++
 	s.err = nil
 	s.buf = st.p.Packetize(s.buf, s.doc, ts, s.write)
 	return s.err
+}
+
+// KeepaliveEvery is how often a camera's metadata stream carries a frame
+// when it has nothing to report: an ONVIF metadata stream runs at a fixed
+// frame rate whether or not the scene holds objects, and the gateway takes
+// a silent stream for a stalled one.
+const KeepaliveEvery = time.Second
+
+// Keepalive sends an empty frame on every stream that has sent nothing
+// for KeepaliveEvery of stream time up to now (the event time of the
+// simulation).
+func (s *RTPSender) Keepalive(now time.Time) error {
+	s.err = nil
+	for _, st := range s.streams {
+		if now.Sub(st.last) < KeepaliveEvery {
+			continue
+		}
+		ts := st.base + uint32(now.Sub(st.start)*rtp.ClockRate/time.Second)
+		if int32(ts-st.lastTS) <= 0 {
+			continue
+		}
+		st.lastTS, st.last = ts, now
+		s.doc = AppendEmptyFrame(s.doc[:0], now)
+		s.Documents++
+		s.buf = st.p.Packetize(s.buf, s.doc, ts, s.write)
+	}
+	return s.err
+}
+
+// AppendEmptyFrame appends an ONVIF metadata document of one frame at t
+// with no object in it.
+func AppendEmptyFrame(dst []byte, t time.Time) []byte {
+	dst = append(dst, `<?xml version="1.0" encoding="UTF-8"?><tt:MetadataStream xmlns:tt="http://www.onvif.org/ver10/schema"><tt:VideoAnalytics><tt:Frame UtcTime="`...)
+	dst = t.UTC().AppendFormat(dst, "2006-01-02T15:04:05.000Z")
+	return append(dst, `"></tt:Frame></tt:VideoAnalytics></tt:MetadataStream>`...)
 }
 
 func (s *RTPSender) write(pkt []byte) {

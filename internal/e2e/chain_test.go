@@ -198,6 +198,18 @@ func TestFullChain(t *testing.T) {
 		t.Errorf("no simulated unit's answer to the fight was recorded")
 	}
 
+	// The RTP share's streams run at their frame rate between
+	// detections: the gateway saw none stall.
+	stalls := 0
+	for _, m := range readTopic(ctx, t, p.kc, p.kc.Topic(kafkaio.TopicCamera)) {
+		if strings.Contains(string(m.Value), "stream stalled") {
+			stalls++
+		}
+	}
+	if stalls > 0 {
+		t.Errorf("the gateway reported %d stalled RTP streams", stalls)
+	}
+
 	// Storage: both gateway paths, the dispatches, every event once.
 	waitRows(t, "events from the RTP gateway", func() (uint64, error) { return db.CountEventsLike(ctx, "rtp-%") })
 	waitRows(t, "events from the GA/T 1400 gateway", func() (uint64, error) { return db.CountEventsLike(ctx, "viid-mv-%") })
