@@ -234,3 +234,54 @@ func TestExampleConfig(t *testing.T) {
 		t.Errorf("example config differs from the defaults (-defaults +example):\n%s", diff)
 	}
 }
+
+// TestRunRolesWithoutWebServesProbes runs ingest alone: the process still
+// serves /metrics, /healthz and /readyz for Prometheus and the
+// orchestrator, and nothing else.
+func TestRunRolesWithoutWebServesProbes(t *testing.T) {
+	cfg, err := loadConfig(env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.HTTP.Addr = freeAddr(t)
+	cfg.PseudonymKey = []byte("test-key-0123456789")
+	broker, err := kafkaio.StartEmbedded(cfg.Kafka)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer broker.Close()
+	cfg.Kafka.Brokers = broker.Brokers()
+	roles := map[string]bool{"ingest": true}
+	ctx, cancel := context.WithCancel(t.Context())
+	ready := make(chan struct{})
+	done := make(chan error, 1)
+	go func() { done <- runRoles(ctx, cfg, roles, slog.New(slog.NewTextHandler(io.Discard, nil)), ready) }()
+	<-ready
+	base := "http://" + cfg.HTTP.Addr
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if resp, err := http.Get(base + "/metrics"); err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK && strings.Contains(string(b), "citywatch_ingest_") {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no /metrics with ingest metrics within 30 s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, path := range []string{"/healthz", "/readyz"} {
+		if code, body := get(t, base+path); code != http.StatusOK {
+			t.Errorf("%s = %d %s", path, code, body)
+		}
+	}
+	if code, _ := get(t, base+"/api/alerts"); code == http.StatusOK {
+		t.Errorf("/api/alerts answered in a process without the web role")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("runRoles: %v", err)
+	}
+}

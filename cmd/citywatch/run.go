@@ -198,6 +198,17 @@ func runRoles(ctx context.Context, cfg Config, roles map[string]bool, log *slog.
 			return err
 		}
 		rs = append(rs, role{"web", srv.Run})
+	} else {
+		// Without the web role the process still serves /metrics, /healthz
+		// and /readyz on CITYWATCH_HTTP_ADDR, for Prometheus and the
+		// orchestrator's probes; no live views, no users.
+		pcfg := cfg.HTTP
+		pcfg.UsersFile = ""
+		srv, err := web.NewApp(pcfg, web.Deps{Gatherer: reg, Checks: checks, Roles: names(roles), Log: log})
+		if err != nil {
+			return err
+		}
+		rs = append(rs, role{"probes", srv.Run})
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
