@@ -88,8 +88,15 @@ func NewRole(cfg Config, c *city.City, kc kafkaio.Config, w Writer, reg promethe
 // Group returns the consumer group of the alerts topic.
 func (r *Role) Group() string { return r.cfg.Group }
 
-// Topics returns the full names of the topics the group consumes.
-func (r *Role) Topics() []string { return []string{r.alertsTopic} }
+// Topics returns the full names of the topics the group consumes, for the
+// lag monitor; none when the dispatchers share the districts (they read
+// the alerts without committing a position).
+func (r *Role) Topics() []string {
+	if r.cfg.ShareDistricts {
+		return nil
+	}
+	return []string{r.alertsTopic}
+}
 
 // SetCrashHook makes the role stop without committing when f returns an
 // error between a durable write and its commit. It is for failure tests.

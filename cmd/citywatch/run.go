@@ -147,7 +147,9 @@ func runRoles(ctx context.Context, cfg Config, roles map[string]bool, log *slog.
 			return err
 		}
 		dispatcher = d
-		lagGroups[d.Group()] = d.Topics()
+		if ts := d.Topics(); len(ts) > 0 {
+			lagGroups[d.Group()] = ts
+		}
 		rs = append(rs, role{"dispatch", d.Run})
 	}
 	if roles["sink"] {
