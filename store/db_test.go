@@ -34,12 +34,14 @@ func TestMigrateTwice(t *testing.T) {
 	}
 
 	got := query(t, db, "SELECT version, count() FROM `"+db.Database()+"`.schema_migrations FINAL GROUP BY version ORDER BY version")
-	if diff := cmp.Diff([][]string{{"1", "1"}}, got); diff != "" {
+	if diff := cmp.Diff([][]string{{"1", "1"}, {"2", "1"}}, got); diff != "" {
 		t.Errorf("schema_migrations (-want +got):\n%s", diff)
 	}
 
 	tables := query(t, db, "SELECT name FROM system.tables WHERE database = ? ORDER BY name", db.Database())
-	want := [][]string{{"alerts"}, {"audit"}, {"device_health"}, {"dispatches"}, {"events"}, {"fuel_purchases"}, {"rejected"}, {"schema_migrations"}}
+	want := [][]string{{"alerts"}, {"alerts_hourly"}, {"alerts_hourly_mv"}, {"audit"}, {"device_health"}, {"dispatches"},
+		{"events"}, {"events_hourly"}, {"events_hourly_mv"}, {"fuel_hourly_mv"}, {"fuel_purchases"}, {"health_hourly"}, {"health_hourly_mv"},
+		{"rejected"}, {"schema_migrations"}}
 	if diff := cmp.Diff(want, tables); diff != "" {
 		t.Errorf("tables (-want +got):\n%s", diff)
 	}

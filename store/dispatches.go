@@ -151,9 +151,12 @@ type ResponseStat struct {
 	// Reached of those with a unit on scene; WithinTier of those reached
 	// within their tier; Escalated and Breached are counted likewise.
 	Alerts, Reached, WithinTier, Escalated, Breached uint64
-	AssignP50, AssignP90                             float64
-	AcceptP50, AcceptP90                             float64
-	OnSceneP50, OnSceneP90                           float64
+	// Within1Min, Within3Min and Within5Min are the number of alerts
+	// reached within 1, 3 and 5 minutes, whatever their tier.
+	Within1Min, Within3Min, Within5Min uint64
+	AssignP50, AssignP90               float64
+	AcceptP50, AcceptP90               float64
+	OnSceneP50, OnSceneP90             float64
 }
 
 // WithinTierShare returns WithinTier/Alerts, 0 without alerts: the share
@@ -169,8 +172,19 @@ func (s ResponseStat) WithinTierShare() float64 {
 // in [from, to), grouped by tier, circle or district, ordered by key. It
 // joins each alert's dispatch messages to its firing message for the
 // sensor time and district; alerts whose firing message is not stored are
-// left out.
+// left out. ResponseTimes, the analysts' table, is a part of it.
 func (db *DB) ResponseStats(ctx context.Context, by ResponseGroup, from, to time.Time) ([]ResponseStat, error) {
+	return db.responseStats(ctx, by, from, to, nil)
+}
+
+// responseSlack bounds how long before the first dispatch message of an
+// alert its firing message was raised, and how long after it the last
+// one came: the query reads the days of its range widened by as much.
+const responseSlack = 24 * time.Hour
+
+// responseStats is ResponseStats restricted to alerts in districts (all,
+// when empty).
+func (db *DB) responseStats(ctx context.Context, by ResponseGroup, from, to time.Time, districts []string) ([]ResponseStat, error) {
 	var key string
 	switch by {
 	case ByTier:
@@ -180,19 +194,33 @@ func (db *DB) ResponseStats(ctx context.Context, by ResponseGroup, from, to time
 	case ByDistrict:
 		key = "district"
 	default:
-		return nil, fmt.Errorf("cannot compute response stats: unknown grouping %q", by)
+		return nil, fmt.Errorf("cannot compute response stats: unknown grouping %q: %w", by, ErrTrend)
+	}
+	alertsWhere := "status = 'firing' AND raised_at >= toDateTime(?) AND raised_at < toDateTime(?)"
+	var dargs []any
+	if len(districts) > 0 {
+		cond, a := inList("district", districts)
+		alertsWhere += " AND " + cond
+		dargs = a
 	}
 	const ms = "(toUInt64(time) * 1000 + time_ms)"
+	// Differences are signed: a unit's clock may be behind the sensor's.
+	const since = "(toInt64(%s) - toInt64(event_ms)) / 1000"
+	onScene := fmt.Sprintf(since, "on_scene_ms")
+	within := func(min int) string {
+		return fmt.Sprintf("countIf(on_scene_ms > 0 AND %s <= %d)", onScene, min*60)
+	}
 	q := `SELECT ` + key + ` AS k, count() AS alerts,
 		countIf(on_scene_ms > 0) AS reached,
-		countIf(on_scene_ms > 0 AND on_scene_ms <= event_ms + tier_minutes * 60000) AS within,
+		countIf(on_scene_ms > 0 AND ` + onScene + ` <= tier_minutes * 60) AS within,
 		countIf(escalated > 0) AS esc, countIf(breached > 0) AS br,
-		quantileIf(0.5)((assigned_ms - event_ms) / 1000, assigned_ms > 0) AS a50,
-		quantileIf(0.9)((assigned_ms - event_ms) / 1000, assigned_ms > 0) AS a90,
-		quantileIf(0.5)((accepted_ms - event_ms) / 1000, accepted_ms > 0) AS c50,
-		quantileIf(0.9)((accepted_ms - event_ms) / 1000, accepted_ms > 0) AS c90,
-		quantileIf(0.5)((on_scene_ms - event_ms) / 1000, on_scene_ms > 0) AS o50,
-		quantileIf(0.9)((on_scene_ms - event_ms) / 1000, on_scene_ms > 0) AS o90
+		` + within(1) + `, ` + within(3) + `, ` + within(5) + `,
+		quantileIf(0.5)(` + fmt.Sprintf(since, "assigned_ms") + `, assigned_ms > 0) AS a50,
+		quantileIf(0.9)(` + fmt.Sprintf(since, "assigned_ms") + `, assigned_ms > 0) AS a90,
+		quantileIf(0.5)(` + fmt.Sprintf(since, "accepted_ms") + `, accepted_ms > 0) AS c50,
+		quantileIf(0.9)(` + fmt.Sprintf(since, "accepted_ms") + `, accepted_ms > 0) AS c90,
+		quantileIf(0.5)(` + onScene + `, on_scene_ms > 0) AS o50,
+		quantileIf(0.9)(` + onScene + `, on_scene_ms > 0) AS o90
 	FROM (
 		SELECT alert_id, any(tier_minutes) AS tier_minutes, any(circle_id) AS circle_id,
 			minIf(` + ms + `, status = 'assigned') AS assigned_ms,
@@ -202,17 +230,22 @@ func (db *DB) ResponseStats(ctx context.Context, by ResponseGroup, from, to time
 			countIf(status = 'breached') AS breached,
 			min(` + ms + `) AS first_ms
 		FROM ` + db.table(tableDispatches) + ` FINAL
+		WHERE time >= toDateTime(?) AND time < toDateTime(?)
 		GROUP BY alert_id
 		HAVING first_ms >= ? AND first_ms < ?
 	) ANY INNER JOIN (
 		SELECT id AS alert_id, min(toUInt64(event_time) * 1000 + event_time_ms) AS event_ms, any(district) AS district
 		FROM ` + db.table(tableAlerts) + ` FINAL
-		WHERE status = 'firing'
+		WHERE ` + alertsWhere + `
 		GROUP BY alert_id
 	) USING alert_id
 	GROUP BY k
 	ORDER BY k`
-	rows, err := db.conn.Query(ctx, q, uint64(max(from.UnixMilli(), 0)), uint64(max(to.UnixMilli(), 0)))
+	// ANY INNER JOIN ... USING: the join form that 18.16 and current
+	// releases both read the same way; each side has one row per alert.
+	lo, hi := clampUnix(from.Add(-responseSlack)), clampUnix(to.Add(responseSlack))
+	args := append([]any{lo, hi, uint64(max(from.UnixMilli(), 0)), uint64(max(to.UnixMilli(), 0)), lo, hi}, dargs...)
+	rows, err := db.conn.Query(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("cannot compute response stats: %w", err)
 	}
@@ -221,8 +254,12 @@ func (db *DB) ResponseStats(ctx context.Context, by ResponseGroup, from, to time
 	for rows.Next() {
 		var s ResponseStat
 		if err := rows.Scan(&s.Key, &s.Alerts, &s.Reached, &s.WithinTier, &s.Escalated, &s.Breached,
+			&s.Within1Min, &s.Within3Min, &s.Within5Min,
 			&s.AssignP50, &s.AssignP90, &s.AcceptP50, &s.AcceptP90, &s.OnSceneP50, &s.OnSceneP90); err != nil {
 			return nil, fmt.Errorf("cannot compute response stats: %w", err)
+		}
+		if s.Alerts == 0 {
+			continue // 18.16 answers an empty GROUP BY with a zero row
 		}
 		for _, p := range []*float64{&s.AssignP50, &s.AssignP90, &s.AcceptP50, &s.AcceptP90, &s.OnSceneP50, &s.OnSceneP90} {
 			if math.IsNaN(*p) {

@@ -76,7 +76,7 @@ func TestDispatchesStoredAndReported(t *testing.T) {
 	}
 	want := []store.ResponseStat{
 		{Key: "1", Alerts: 1, Escalated: 1},
-		{Key: "3", Alerts: 2, Reached: 2, WithinTier: 1, Breached: 1,
+		{Key: "3", Alerts: 2, Reached: 2, WithinTier: 1, Breached: 1, Within3Min: 1, Within5Min: 2,
 			AssignP50: 3, AssignP90: 3.8, AcceptP50: 15, AcceptP90: 19, OnSceneP50: 180, OnSceneP90: 228},
 	}
 	// quantile() interpolates linearly between the two values.

@@ -13,12 +13,18 @@ import (
 )
 
 // The queries of this file serve the web role: alerts older than its live
-// view, an alert's history, and the analysts' trends. They read the raw
-// tables with FINAL (no materialized views: the tables are partitioned by
-// day and ordered so that a day's alerts or dispatches are a short range),
-// which keeps the schema as it is on 18.16 and current releases alike.
-// Times are bucketed on the server in the time zone asked for, by its IANA
-// name.
+// view, an alert's history, and the analysts' trends. An alert's history,
+// response times and outcomes read the raw tables with FINAL (the tables
+// are partitioned by day and ordered so that one alert, or a day's
+// dispatches, is a short range). The counting trends (AlertsTrend,
+// EventsTrend, HealthTrend) read the hourly rollups of schema.go for the
+// whole UTC hours of their range and the base tables only for the parts
+// of an hour at its ends, and merge the two as sets of ids, so a month
+// costs some thousand rollup rows rather than millions of events. Times
+// are bucketed on the server in the time zone asked for, by its IANA name;
+// in a zone whose offset is not a whole number of hours (Asia/Kolkata) a
+// bucket is no union of UTC hours, and those queries read the base tables
+// for all of the range.
 
 // AlertRow is one stored alert message. Details is the JSON object the
 // alert carried.
@@ -205,22 +211,99 @@ type TrendQuery struct {
 // By or Bucket).
 var ErrTrend = errors.New("unsupported trend")
 
-func (q TrendQuery) bucketSQL(col string) (string, error) {
+// bucketer cuts time into the buckets of a TrendQuery, on the server.
+type bucketer struct {
+	fn string // toStartOfHour or toStartOfDay
+	tz string // IANA name
+	// hourly is whether every bucket is a union of whole UTC hours over
+	// the range: true when the zone's offset is a whole number of hours
+	// throughout it.
+	hourly bool
+}
+
+// sql returns the start of col's bucket, in Unix seconds.
+func (b bucketer) sql(col string) string {
+	return "toUInt32(" + b.fn + "(" + col + ", '" + b.tz + "'))"
+}
+
+func (q TrendQuery) bucketer() (bucketer, error) {
 	loc := q.Location
 	if loc == nil {
 		loc = time.UTC
 	}
 	tz, err := zoneName(loc, q.From, q.To)
 	if err != nil {
-		return "", err
+		return bucketer{}, err
 	}
+	b := bucketer{tz: tz, hourly: wholeHours(loc, q.From, q.To)}
 	switch q.Bucket {
 	case "", "hour":
-		return "toUInt32(toStartOfHour(" + col + ", '" + tz + "'))", nil
+		b.fn = "toStartOfHour"
 	case "day":
-		return "toUInt32(toStartOfDay(" + col + ", '" + tz + "'))", nil
+		b.fn = "toStartOfDay"
+	default:
+		return bucketer{}, fmt.Errorf("bucket %q: %w", q.Bucket, ErrTrend)
 	}
-	return "", fmt.Errorf("bucket %q: %w", q.Bucket, ErrTrend)
+	return b, nil
+}
+
+// wholeHours reports whether loc's offset from UTC is a whole number of
+// hours at every instant of [from, to] (Asia/Kolkata's is not).
+func wholeHours(loc *time.Location, from, to time.Time) bool {
+	for t := from; ; {
+		_, off := t.In(loc).Zone()
+		if off%3600 != 0 {
+			return false
+		}
+		_, end := t.In(loc).ZoneBounds()
+		if end.IsZero() || end.After(to) {
+			return true
+		}
+		t = end
+	}
+}
+
+// secRange is the range [from, to) of Unix seconds.
+type secRange struct{ from, to int64 }
+
+// split splits q's range into the whole UTC hours that the hourly rollups
+// answer and the parts before and after them (less than an hour each)
+// that only the base tables can. When buckets are not unions of UTC
+// hours, all of the range is base table.
+func (q TrendQuery) split(b bucketer) (edges []secRange, hours secRange) {
+	from, to := clampUnix(q.From), ceilUnix(q.To)
+	if from >= to {
+		return nil, secRange{}
+	}
+	first, last := (from+3599)/3600*3600, to/3600*3600
+	if !b.hourly || first >= last {
+		return []secRange{{from, to}}, secRange{}
+	}
+	if from < first {
+		edges = append(edges, secRange{from, first})
+	}
+	if last < to {
+		edges = append(edges, secRange{last, to})
+	}
+	return edges, secRange{first, last}
+}
+
+// trendParts is a UNION ALL of SELECTs that each return a bucket b, a key
+// k and an aggregate state s, with their arguments.
+type trendParts struct {
+	sql  []string
+	args []any
+}
+
+func (p *trendParts) add(sql string, args ...any) {
+	p.sql = append(p.sql, sql)
+	p.args = append(p.args, args...)
+}
+
+// query merges the states of the parts per bucket and key (and extra
+// grouping columns the parts return).
+func (p *trendParts) query(merge, extraGroup string) string {
+	return "SELECT b, k, " + merge + "(s) FROM (" + strings.Join(p.sql, " UNION ALL ") + ") GROUP BY b, k" + extraGroup + " ORDER BY b, k"
 }
 
 // BucketCount is one count of a trend: a key (rule, district, type,
@@ -231,11 +314,11 @@ type BucketCount struct {
 	Count  uint64
 }
 
-// AlertsTrend counts the alerts raised (firing messages) per bucket of
-// raised_at, keyed by q.By: "rule" (default), "district", "circle" or
-// "severity".
+// AlertsTrend counts the alerts raised (distinct alert ids with a firing
+// message) per bucket of raised_at, keyed by q.By: "rule" (default),
+// "district", "circle" or "severity". Counts are exact.
 func (db *DB) AlertsTrend(ctx context.Context, q TrendQuery) ([]BucketCount, error) {
-	b, err := q.bucketSQL("raised_at")
+	b, err := q.bucketer()
 	if err != nil {
 		return nil, fmt.Errorf("cannot count alerts: %w", err)
 	}
@@ -252,54 +335,95 @@ func (db *DB) AlertsTrend(ctx context.Context, q TrendQuery) ([]BucketCount, err
 	default:
 		return nil, fmt.Errorf("cannot count alerts: by %q: %w", q.By, ErrTrend)
 	}
-	query := "SELECT " + b + " AS b, " + key + " AS k, count() FROM " + db.table(tableAlerts) + " FINAL" +
-		" WHERE status = 'firing' AND raised_at >= toDateTime(?) AND raised_at < toDateTime(?)"
-	args := []any{clampUnix(q.From), ceilUnix(q.To)}
+	var filter string
+	var fargs []any
 	if len(q.Districts) > 0 {
 		cond, a := inList("district", q.Districts)
-		query += " AND " + cond
-		args = append(args, a...)
+		filter, fargs = " AND "+cond, a
 	}
-	query += " GROUP BY b, k ORDER BY b, k"
-	out, err := db.bucketCounts(ctx, query, args...)
+	edges, hours := q.split(b)
+	var p trendParts
+	for _, r := range edges {
+		// No FINAL: a replayed copy adds an id already in the set.
+		p.add("SELECT "+b.sql("raised_at")+" AS b, "+key+" AS k, uniqExactState(id) AS s FROM "+db.table(tableAlerts)+
+			" WHERE status = 'firing' AND raised_at >= toDateTime(?) AND raised_at < toDateTime(?)"+filter+" GROUP BY b, k",
+			append([]any{r.from, r.to}, fargs...)...)
+	}
+	if hours.from < hours.to {
+		p.add("SELECT "+b.sql("hour")+" AS b, "+key+" AS k, ids AS s FROM "+db.table(tableAlertsHourly)+
+			" WHERE hour >= toDateTime(?) AND hour < toDateTime(?)"+filter,
+			append([]any{hours.from, hours.to}, fargs...)...)
+	}
+	if len(p.sql) == 0 {
+		return nil, nil
+	}
+	out, err := db.bucketCounts(ctx, p.query("uniqExactMerge", ""), p.args...)
 	if err != nil {
 		return nil, fmt.Errorf("cannot count alerts: %w", err)
 	}
 	return out, nil
 }
 
-// EventsTrend counts stored events per bucket of event time, keyed by
-// type (the source), over every table of events.
+// EventsTrend counts stored events (distinct ids) per bucket of event
+// time, keyed by type (the source), over every table of events. Counts
+// are estimates (uniqCombined, see the rollups in schema.go): exact up to
+// about 2,000 events of a type in a bucket, within about 0.5 % beyond.
 func (db *DB) EventsTrend(ctx context.Context, q TrendQuery) ([]BucketCount, error) {
-	b, err := q.bucketSQL("time")
+	b, err := q.bucketer()
 	if err != nil {
 		return nil, fmt.Errorf("cannot count events: %w", err)
 	}
-	var out []BucketCount
-	for _, t := range eventTables {
-		query := "SELECT " + b + " AS b, " + t.typeSQL + " AS k, count() FROM " + db.table(t.table) + " FINAL" +
-			" WHERE time >= toDateTime(?) AND time < toDateTime(?) GROUP BY b, k"
-		rows, err := db.bucketCounts(ctx, query, clampUnix(q.From), ceilUnix(q.To))
-		if err != nil {
-			return nil, fmt.Errorf("cannot count events in %s: %w", t.table, err)
+	edges, hours := q.split(b)
+	var p trendParts
+	for _, r := range edges {
+		for _, t := range eventTables {
+			p.add("SELECT "+b.sql("time")+" AS b, "+t.typeSQL+" AS k, uniqCombinedState(15)(id) AS s FROM "+db.table(t.table)+
+				" WHERE time >= toDateTime(?) AND time < toDateTime(?) GROUP BY b, k", r.from, r.to)
 		}
-		out = append(out, rows...)
 	}
-	sortCounts(out)
+	if hours.from < hours.to {
+		for _, t := range []string{tableEventsHourly, tableHealthHourly} {
+			p.add("SELECT "+b.sql("hour")+" AS b, type AS k, ids AS s FROM "+db.table(t)+
+				" WHERE hour >= toDateTime(?) AND hour < toDateTime(?)", hours.from, hours.to)
+		}
+	}
+	if len(p.sql) == 0 {
+		return nil, nil
+	}
+	out, err := db.bucketCounts(ctx, p.query("uniqCombinedMerge(15)", ""), p.args...)
+	if err != nil {
+		return nil, fmt.Errorf("cannot count events: %w", err)
+	}
 	return out, nil
 }
 
 // HealthTrend counts camera.health reports per bucket keyed by status, and
-// the devices that sent a heartbeat, keyed "heartbeat_devices".
+// the devices that sent a heartbeat, keyed "heartbeat_devices". Counts are
+// estimates like those of EventsTrend.
 func (db *DB) HealthTrend(ctx context.Context, q TrendQuery) ([]BucketCount, error) {
-	b, err := q.bucketSQL("time")
+	b, err := q.bucketer()
 	if err != nil {
 		return nil, fmt.Errorf("cannot count device health: %w", err)
 	}
-	query := "SELECT " + b + " AS b, if(type = 'device.heartbeat', 'heartbeat_devices', status) AS k," +
-		" if(type = 'device.heartbeat', uniqExact(device_id), count()) FROM " + db.table(tableHealth) + " FINAL" +
-		" WHERE time >= toDateTime(?) AND time < toDateTime(?) GROUP BY b, k, type"
-	out, err := db.bucketCounts(ctx, query, clampUnix(q.From), ceilUnix(q.To))
+	// A heartbeat counts its device, a health report itself. (18.16's
+	// if() takes no aggregate states, hence a part for each.)
+	const key = "if(type = 'device.heartbeat', 'heartbeat_devices', status) AS k, type AS t"
+	edges, hours := q.split(b)
+	var p trendParts
+	for _, r := range edges {
+		p.add("SELECT "+b.sql("time")+" AS b, "+key+", uniqCombinedState(15)(if(type = 'device.heartbeat', device_id, id)) AS s FROM "+db.table(tableHealth)+
+			" WHERE time >= toDateTime(?) AND time < toDateTime(?) GROUP BY b, k, t", r.from, r.to)
+	}
+	if hours.from < hours.to {
+		for _, part := range []struct{ state, cond string }{{"devices", "="}, {"ids", "!="}} {
+			p.add("SELECT "+b.sql("hour")+" AS b, "+key+", "+part.state+" AS s FROM "+db.table(tableHealthHourly)+
+				" WHERE hour >= toDateTime(?) AND hour < toDateTime(?) AND type "+part.cond+" 'device.heartbeat'", hours.from, hours.to)
+		}
+	}
+	if len(p.sql) == 0 {
+		return nil, nil
+	}
+	out, err := db.bucketCounts(ctx, p.query("uniqCombinedMerge(15)", ", t"), p.args...)
 	if err != nil {
 		return nil, fmt.Errorf("cannot count device health: %w", err)
 	}
@@ -338,8 +462,8 @@ func sortCounts(out []BucketCount) {
 }
 
 // ResponseTime is the response from sensor to scene of one group of
-// alerts: from the event time of an alert's first message to the first
-// on_scene of any of its dispatches.
+// alerts: from the sensor's event time of an alert to the first on_scene
+// of any of its dispatches.
 type ResponseTime struct {
 	Key string
 	// N is the number of alerts with a unit on scene.
@@ -351,59 +475,32 @@ type ResponseTime struct {
 	Within1, Within3, Within5 float64
 }
 
-// ResponseTimes reports response times of alerts raised in [q.From,
-// q.To), keyed by q.By: "tier" (default: the tier minutes of the alert's
-// circle, "1", "3", "5"), "circle" or "district".
+// ResponseTimes reports the response times of the alerts first dispatched
+// in [q.From, q.To) that a unit reached, keyed by q.By: "tier" (default:
+// the tier minutes of the alert's circle, "1", "3", "5"), "circle" or
+// "district", and restricted to q.Districts. It is the on-scene part of
+// ResponseStats, for the analysts' table.
 func (db *DB) ResponseTimes(ctx context.Context, q TrendQuery) ([]ResponseTime, error) {
-	var key string
-	switch q.By {
-	case "", "tier":
-		key = "toString(tier)"
-	case "circle":
-		key = "circle"
-	case "district":
-		key = "district"
+	by := ResponseGroup(q.By)
+	switch by {
+	case "":
+		by = ByTier
+	case ByTier, ByCircle, ByDistrict:
 	default:
 		return nil, fmt.Errorf("cannot report response times: by %q: %w", q.By, ErrTrend)
 	}
-	// ANY INNER JOIN ... USING: the join form that 18.16 and current
-	// releases both read the same way; each side has one row per alert.
-	alertsWhere := "raised_at >= toDateTime(?) AND raised_at < toDateTime(?)"
-	args := []any{clampUnix(q.From.Add(-24 * time.Hour)), clampUnix(q.To.Add(24 * time.Hour)), clampUnix(q.From), ceilUnix(q.To)}
-	if len(q.Districts) > 0 {
-		cond, a := inList("district", q.Districts)
-		alertsWhere += " AND " + cond
-		args = append(args, a...)
-	}
-	query := "SELECT " + key + " AS k, count() AS n, quantile(0.5)(rt), quantile(0.9)(rt)," +
-		" countIf(rt <= 60) / n, countIf(rt <= 180) / n, countIf(rt <= 300) / n FROM (" +
-		" SELECT alert_id, tier, circle, district, (toInt64(on_scene_ms) - toInt64(first_ms)) / 1000 AS rt FROM (" +
-		"  SELECT alert_id, min(toUInt64(time) * 1000 + time_ms) AS on_scene_ms, any(tier_minutes) AS tier, any(circle_id) AS circle" +
-		"  FROM " + db.table(tableDispatches) + " FINAL WHERE status = 'on_scene' AND time >= toDateTime(?) AND time < toDateTime(?)" +
-		"  GROUP BY alert_id" +
-		" ) ANY INNER JOIN (" +
-		"  SELECT id AS alert_id, min(toUInt64(event_time) * 1000 + event_time_ms) AS first_ms, any(district) AS district" +
-		"  FROM " + db.table(tableAlerts) + " FINAL WHERE " + alertsWhere +
-		"  GROUP BY alert_id" +
-		" ) USING alert_id" +
-		") WHERE rt >= 0 GROUP BY k ORDER BY k"
-	rows, err := db.conn.Query(ctx, query, args...)
+	stats, err := db.responseStats(ctx, by, q.From, q.To, q.Districts)
 	if err != nil {
-		return nil, fmt.Errorf("cannot report response times: %w", err)
+		return nil, err
 	}
-	defer rows.Close()
 	var out []ResponseTime
-	for rows.Next() {
-		var r ResponseTime
-		if err := rows.Scan(&r.Key, &r.N, &r.P50, &r.P90, &r.Within1, &r.Within3, &r.Within5); err != nil {
-			return nil, fmt.Errorf("cannot report response times: %w", err)
+	for _, s := range stats {
+		if s.Reached == 0 {
+			continue
 		}
-		if r.N > 0 {
-			out = append(out, r)
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("cannot report response times: %w", err)
+		n := float64(s.Reached)
+		out = append(out, ResponseTime{Key: s.Key, N: s.Reached, P50: s.OnSceneP50, P90: s.OnSceneP90,
+			Within1: float64(s.Within1Min) / n, Within3: float64(s.Within3Min) / n, Within5: float64(s.Within5Min) / n})
 	}
 	return out, nil
 }

@@ -1,6 +1,10 @@
 package store_test
 
 import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -163,4 +167,215 @@ func TestTrends(t *testing.T) {
 	if _, err := db.AlertsTrend(ctx, store.TrendQuery{From: base, To: base.Add(time.Hour), By: "plate"}); err == nil {
 		t.Error("AlertsTrend by plate: no error")
 	}
+}
+
+// TestTrendsMatchBaseTables checks the rollup-based trends against the
+// base tables counted with FINAL (the queries they replaced), on replayed
+// data, for ranges that start and end inside an hour, in zones with whole
+// and half-hour offsets, after a backfill and after a backfill run twice.
+func TestTrendsMatchBaseTables(t *testing.T) {
+	db := open(t)
+	ctx := t.Context()
+	rng := rand.New(rand.NewPCG(1, 2))
+	const span = 3 * 24 * time.Hour
+	at := func() time.Time {
+		return base.Add(time.Duration(rng.Int64N(int64(span/time.Millisecond))) * time.Millisecond)
+	}
+
+	evs := sampleEvents(3000, base)
+	for i := range evs {
+		evs[i].Time = at()
+		if evs[i].Type == event.TypeCameraHealth && i%3 == 0 {
+			evs[i].Status = "ok"
+		}
+	}
+	b := store.NewBatch()
+	for i := range evs {
+		b.AddEvent(&evs[i], base)
+	}
+	for range 2 { // a retried insert
+		if err := db.Insert(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.Reset()
+	for i := range evs[:700] { // replayed after a crash, in another batch
+		b.AddEvent(&evs[i], base.Add(span))
+	}
+	if err := db.Insert(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+
+	var rows store.AlertRows
+	rules := []string{"camera.violence", "crowd.gathering", "vehicle.hotlist"}
+	districts := []string{"襄城区", "樊城区", "襄州区"}
+	severities := []event.Severity{event.SeverityHigh, event.SeverityCritical}
+	for i := range 300 {
+		raised := at().Truncate(time.Second) // as the base table stores it
+		a := event.Alert{ID: fmt.Sprintf("al-%d", i), Rule: rules[rng.IntN(len(rules))], Severity: severities[rng.IntN(len(severities))],
+			Status: event.AlertFiring, Subject: event.Subject{Kind: "device", ID: "cam"}, EventTime: raised.Add(-time.Second), RaisedAt: raised,
+			District: districts[rng.IntN(len(districts))], CircleID: fmt.Sprintf("C%02d", rng.IntN(5)), TierMinutes: 3}
+		for _, st := range []event.AlertStatus{event.AlertFiring, event.AlertUpdated, event.AlertResolved} {
+			a.Status = st
+			for range 1 + i%2 { // every other message replayed
+				if err := rows.AddAlert(a.AppendJSON(nil), raised); err != nil {
+					t.Fatal(err)
+				}
+			}
+			a.RaisedAt = a.RaisedAt.Add(time.Minute)
+		}
+	}
+	if err := db.InsertAlerts(ctx, &rows); err != nil {
+		t.Fatal(err)
+	}
+
+	shanghai, err := time.LoadLocation("Asia/Shanghai")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kolkata, err := time.LoadLocation("Asia/Kolkata")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var queries []store.TrendQuery
+	for _, r := range [][2]time.Duration{
+		{0, span},                      // whole hours
+		{-time.Hour, span + time.Hour}, // beyond the data
+		{17*time.Minute + 3*time.Second, 53*time.Hour + 31*time.Minute}, // parts of hours at both ends
+		{25*time.Hour + 10*time.Minute, 25*time.Hour + 40*time.Minute},  // within one hour
+		{5 * time.Hour, 5 * time.Hour},                                  // empty
+	} {
+		for _, loc := range []*time.Location{nil, shanghai, kolkata} {
+			for _, bucket := range []string{"hour", "day"} {
+				queries = append(queries, store.TrendQuery{From: base.Add(r[0]), To: base.Add(r[1]), Location: loc, Bucket: bucket})
+			}
+		}
+	}
+
+	check := func(t *testing.T) {
+		t.Helper()
+		for _, q := range queries {
+			name := fmt.Sprintf("%s–%s %v %s", q.From.Format(time.DateTime), q.To.Format(time.DateTime), q.Location, q.Bucket)
+			for _, by := range []string{"rule", "district", "circle", "severity"} {
+				for _, ds := range [][]string{nil, districts[:2]} {
+					aq := q
+					aq.By, aq.Districts = by, ds
+					got, err := db.AlertsTrend(ctx, aq)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if diff := cmp.Diff(baseAlertsTrend(t, db, aq), got); diff != "" {
+						t.Errorf("AlertsTrend %s by %s in %v (-base +rollup):\n%s", name, by, ds, diff)
+					}
+				}
+			}
+			got, err := db.EventsTrend(ctx, q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(baseEventsTrend(t, db, q), got); diff != "" {
+				t.Errorf("EventsTrend %s (-base +rollup):\n%s", name, diff)
+			}
+			got, err = db.HealthTrend(ctx, q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(baseHealthTrend(t, db, q), got); diff != "" {
+				t.Errorf("HealthTrend %s (-base +rollup):\n%s", name, diff)
+			}
+		}
+	}
+	t.Run("kept on insert", check)
+	if t.Failed() {
+		return
+	}
+
+	// As if the data had been stored before the rollups existed: the
+	// migration backfills them.
+	d := "`" + db.Database() + "`."
+	for _, table := range []string{"alerts_hourly_mv", "events_hourly_mv", "fuel_hourly_mv", "health_hourly_mv", "alerts_hourly", "events_hourly", "health_hourly", "schema_migrations"} {
+		if err := db.Conn().Exec(ctx, "DROP TABLE "+d+table); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Run("backfilled", check)
+
+	// A migration that failed before it was recorded runs again: the
+	// backfill adds nothing twice.
+	if err := db.Conn().Exec(ctx, "DROP TABLE "+d+"schema_migrations"); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Run("backfilled twice", check)
+}
+
+// The trends as they were computed before the rollups: from the base
+// tables, with FINAL.
+
+func baseBucket(q store.TrendQuery, col string) string {
+	tz := "UTC"
+	if q.Location != nil {
+		tz = q.Location.String()
+	}
+	fn := "toStartOfHour"
+	if q.Bucket == "day" {
+		fn = "toStartOfDay"
+	}
+	return "toUInt32(" + fn + "(" + col + ", '" + tz + "'))"
+}
+
+func baseCounts(t testing.TB, db *store.DB, q string, args ...any) []store.BucketCount {
+	t.Helper()
+	var out []store.BucketCount
+	for _, r := range query(t, db, q, args...) {
+		var b int64
+		var n uint64
+		fmt.Sscan(r[0], &b)
+		fmt.Sscan(r[2], &n)
+		if n > 0 {
+			out = append(out, store.BucketCount{Bucket: time.Unix(b, 0).UTC(), Key: r[1], Count: n})
+		}
+	}
+	slices.SortFunc(out, func(a, b store.BucketCount) int {
+		if c := a.Bucket.Compare(b.Bucket); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Key, b.Key)
+	})
+	return out
+}
+
+func baseAlertsTrend(t testing.TB, db *store.DB, q store.TrendQuery) []store.BucketCount {
+	key := map[string]string{"rule": "rule", "district": "district", "circle": "circle_id", "severity": "severity"}[q.By]
+	where := "status = 'firing' AND raised_at >= toDateTime(?) AND raised_at < toDateTime(?)"
+	args := []any{q.From.Unix(), q.To.Unix()}
+	if len(q.Districts) > 0 {
+		where += " AND district IN (?" + strings.Repeat(", ?", len(q.Districts)-1) + ")"
+		for _, d := range q.Districts {
+			args = append(args, d)
+		}
+	}
+	return baseCounts(t, db, "SELECT "+baseBucket(q, "raised_at")+" AS b, "+key+" AS k, count() FROM `"+db.Database()+"`.alerts FINAL WHERE "+where+" GROUP BY b, k", args...)
+}
+
+func baseEventsTrend(t testing.TB, db *store.DB, q store.TrendQuery) []store.BucketCount {
+	var parts []string
+	var args []any
+	for table, typ := range map[string]string{"events": "type", "fuel_purchases": "'fuel.purchase'", "device_health": "type"} {
+		parts = append(parts, "SELECT "+baseBucket(q, "time")+" AS b, "+typ+" AS k, count() AS n FROM `"+db.Database()+"`."+table+
+			" FINAL WHERE time >= toDateTime(?) AND time < toDateTime(?) GROUP BY b, k")
+		args = append(args, q.From.Unix(), q.To.Unix())
+	}
+	return baseCounts(t, db, "SELECT b, k, n FROM ("+strings.Join(parts, " UNION ALL ")+")", args...)
+}
+
+func baseHealthTrend(t testing.TB, db *store.DB, q store.TrendQuery) []store.BucketCount {
+	return baseCounts(t, db, "SELECT "+baseBucket(q, "time")+" AS b, if(type = 'device.heartbeat', 'heartbeat_devices', status) AS k,"+
+		" if(type = 'device.heartbeat', uniqExact(device_id), count()) FROM `"+db.Database()+"`.device_health FINAL"+
+		" WHERE time >= toDateTime(?) AND time < toDateTime(?) GROUP BY b, k, type", q.From.Unix(), q.To.Unix())
 }
