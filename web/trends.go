@@ -39,7 +39,9 @@ func (s *Server) trendQuery(r *http.Request) (store.TrendQuery, error) {
 	if tq.Bucket != "hour" && tq.Bucket != "day" {
 		return tq, errors.New("bucket: hour or day")
 	}
-	now := s.now()
+	// The default ranges end at the next whole hour, so that they read
+	// only the hourly rollups (a part-hour is read from the base tables).
+	now := s.now().Truncate(time.Hour).Add(time.Hour)
 	tq.To = now
 	tq.From = now.Add(-24 * time.Hour)
 	if tq.Bucket == "day" {
