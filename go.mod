@@ -16,7 +16,13 @@ require (
 	gopkg.in/yaml.v3 v3.0.1
 )
 
-require github.com/kylelemons/godebug v1.1.0 // indirect
+require (
+	github.com/kylelemons/godebug v1.1.0 // indirect
+	github.com/xdg-go/pbkdf2 v1.0.0 // indirect
+	github.com/xdg-go/scram v1.1.2 // indirect
+	github.com/xdg-go/stringprep v1.0.4 // indirect
+	golang.org/x/text v0.44.0 // indirect
+)
 
 require (
 	github.com/ClickHouse/ch-go v0.75.0 // indirect

@@ -331,20 +331,7 @@ func mayBePatrol(v []byte) bool {
 // tail reads partition p of topic from offset off until ctx is done,
 // without a consumer group: every dispatcher reads every unit.
 func (r *Role) tail(ctx context.Context, topic string, p int, off int64, f func(*kafka.Message)) {
-	rd := kafka.NewReader(kafka.ReaderConfig{
-		Brokers:         r.kc.Brokers,
-		Topic:           topic,
-		Partition:       p,
-		MinBytes:        r.kc.MinBytes,
-		MaxBytes:        r.kc.MaxBytes,
-		MaxWait:         r.kc.MaxWait,
-		QueueCapacity:   r.kc.QueueCapacity,
-		ReadLagInterval: -1,
-		ReadBackoffMin:  50 * time.Millisecond,
-		ReadBackoffMax:  time.Second,
-		MaxAttempts:     r.kc.MaxAttempts,
-		IsolationLevel:  kafka.ReadCommitted,
-	})
+	rd := r.kc.NewPartitionReader(topic, p)
 	defer rd.Close()
 	if err := rd.SetOffset(off); err != nil {
 		r.log.Error("cannot position tail reader", "topic", topic, "partition", p, "err", err)

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"citywatch/internal/kafkaio"
 )
 
 // ReadAlertsTopic reads the alert messages of topic from the first offset to
@@ -14,8 +16,9 @@ import (
 // per partition and no consumer group, so that it commits nothing and
 // disturbs no one. Messages that are not alerts are counted in bad and
 // skipped. Partitions are read one after the other; ctx bounds the whole.
-func ReadAlertsTopic(ctx context.Context, brokers []string, topic string) (alerts []Alert, bad int, err error) {
-	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+// kc gives the brokers and the connections' TLS and SASL.
+func ReadAlertsTopic(ctx context.Context, kc kafkaio.Config, topic string) (alerts []Alert, bad int, err error) {
+	client := kc.Client()
 	meta, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
 	if err != nil {
 		return nil, 0, fmt.Errorf("cannot read metadata of %s: %w", topic, err)
@@ -45,7 +48,7 @@ func ReadAlertsTopic(ctx context.Context, brokers []string, topic string) (alert
 		if po.LastOffset <= po.FirstOffset {
 			continue
 		}
-		err := readPartition(ctx, brokers, topic, po.Partition, po.FirstOffset, po.LastOffset, func(m *kafka.Message) {
+		err := readPartition(ctx, kc, topic, po.Partition, po.FirstOffset, po.LastOffset, func(m *kafka.Message) {
 			a, err := ParseAlert(m.Value)
 			if err != nil {
 				bad++
@@ -62,9 +65,10 @@ func ReadAlertsTopic(ctx context.Context, brokers []string, topic string) (alert
 
 // readPartition calls f with every message of topic/partition in
 // [first, end).
-func readPartition(ctx context.Context, brokers []string, topic string, partition int, first, end int64, f func(*kafka.Message)) error {
+func readPartition(ctx context.Context, kc kafkaio.Config, topic string, partition int, first, end int64, f func(*kafka.Message)) error {
 	r := kafka.NewReader(kafka.ReaderConfig{
-		Brokers:   brokers,
+		Brokers:   kc.Brokers,
+		Dialer:    kc.Dialer(),
 		Topic:     topic,
 		Partition: partition,
 		MinBytes:  1,

@@ -1,9 +1,13 @@
 package store
 
 import (
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"time"
+
+	"citywatch/internal/tlsconf"
 )
 
 // Config is the configuration of the ClickHouse store: where the server is,
@@ -24,8 +28,44 @@ type Config struct {
 	Password string `yaml:"password"`
 	// DialTimeout bounds opening one connection; default 5s.
 	DialTimeout time.Duration `yaml:"dial_timeout"`
+	// TLS secures the connections (CITYWATCH_CLICKHOUSE_TLS,
+	// CITYWATCH_CLICKHOUSE_TLS_CA); the server's secure native port is
+	// usually 9440, not 9000.
+	TLS TLS `yaml:"tls"`
 	// Retention is how many days each class of data is kept.
 	Retention Retention `yaml:"retention"`
+}
+
+// TLS is how the store encrypts its connections and checks the server.
+type TLS struct {
+	// Enable turns TLS on. The other fields need it.
+	Enable bool `yaml:"enable"`
+	// CAFile is a PEM file of the certificates that sign the server's;
+	// empty means the system's roots.
+	CAFile string `yaml:"ca_file"`
+	// ServerName is the name checked in the server's certificate; empty
+	// means the host of the address connected to.
+	ServerName string `yaml:"server_name"`
+	// InsecureSkipVerify accepts any server certificate. Tests only: it
+	// cannot be set from YAML or the environment.
+	InsecureSkipVerify bool `yaml:"-"`
+}
+
+// TLSConfig returns the client TLS configuration of c, nil when TLS is
+// off; it reads the CA file.
+func (c Config) TLSConfig() (*tls.Config, error) {
+	t := c.TLS
+	if !t.Enable {
+		if t.CAFile != "" || t.ServerName != "" {
+			return nil, errors.New("invalid store config: tls.enable: the CA file and server name need TLS enabled (CITYWATCH_CLICKHOUSE_TLS=true)")
+		}
+		return nil, nil
+	}
+	tc, err := tlsconf.Client(tlsconf.Files{CAFile: t.CAFile, ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify})
+	if err != nil {
+		return nil, fmt.Errorf("invalid store config: tls.%w", err)
+	}
+	return tc, nil
 }
 
 // Retention is how many days each class of data is kept before
@@ -127,6 +167,9 @@ func (c Config) Validate() error {
 		if tr.days < 1 {
 			return fmt.Errorf("invalid store config: retention.%s %d: must be at least 1 day", tr.field, tr.days)
 		}
+	}
+	if _, err := c.TLSConfig(); err != nil {
+		return err
 	}
 	return nil
 }

@@ -44,6 +44,10 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("cannot open store: %w", err)
 	}
+	tc, err := cfg.TLSConfig()
+	if err != nil {
+		return nil, fmt.Errorf("cannot open store: %w", err)
+	}
 	conn, err := clickhouse.Open(&clickhouse.Options{
 		Addr: cfg.Addr,
 		// The default database of the session is left to the server:
@@ -55,6 +59,7 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 			Password: cfg.Password,
 		},
 		DialTimeout: cfg.DialTimeout,
+		TLS:         tc, // nil: plaintext
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cannot open clickhouse connection to %s: %w", strings.Join(cfg.Addr, ","), err)

@@ -56,20 +56,7 @@ func partitions(ctx context.Context, kc kafkaio.Config, topic string) ([]int, er
 }
 
 func tailPartition(ctx context.Context, kc kafkaio.Config, topic string, p int, since time.Time, handle func(*kafka.Message)) error {
-	r := kafka.NewReader(kafka.ReaderConfig{
-		Brokers:         kc.Brokers,
-		Topic:           topic,
-		Partition:       p,
-		MinBytes:        kc.MinBytes,
-		MaxBytes:        kc.MaxBytes,
-		MaxWait:         kc.MaxWait,
-		QueueCapacity:   kc.QueueCapacity,
-		ReadLagInterval: -1,
-		ReadBackoffMin:  50 * time.Millisecond,
-		ReadBackoffMax:  time.Second,
-		MaxAttempts:     kc.MaxAttempts,
-		IsolationLevel:  kafka.ReadCommitted,
-	})
+	r := kc.NewPartitionReader(topic, p)
 	defer r.Close()
 	// SetOffsetAt asks the broker for the first offset at or after since;
 	// retried while the broker is not reachable yet.

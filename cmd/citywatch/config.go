@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -48,6 +50,13 @@ type Config struct {
 	// the environment (CITYWATCH_PSEUDONYM_KEY), never from a file that
 	// might be committed.
 	PseudonymKey []byte `yaml:"-"`
+
+	// AllowPlaintext lets run and gateway talk to Kafka without TLS or
+	// SASL, and to ClickHouse without TLS, off loopback
+	// (CITYWATCH_ALLOW_PLAINTEXT). Only the environment sets it: it is a
+	// decision about the network a deployment runs in, not a setting to
+	// copy along with a configuration file.
+	AllowPlaintext bool `yaml:"-"`
 }
 
 // loadConfig reads the file named by CITYWATCH_CONFIG (if any) and applies
@@ -98,8 +107,53 @@ func loadConfig(getenv func(string) string) (Config, error) {
 	if v := getenv("CITYWATCH_PSEUDONYM_KEY"); v != "" {
 		c.PseudonymKey = []byte(v)
 	}
+	if err := c.securityFromEnv(getenv); err != nil {
+		return c, err
+	}
 	c.setDefaults()
 	return c, nil
+}
+
+// securityFromEnv applies the environment of the connections' security:
+// Kafka TLS and SASL, ClickHouse TLS, and the permission to go without.
+func (c *Config) securityFromEnv(getenv func(string) string) error {
+	bools := []struct {
+		name string
+		dst  *bool
+	}{
+		{"CITYWATCH_KAFKA_TLS", &c.Kafka.TLS.Enable},
+		{"CITYWATCH_CLICKHOUSE_TLS", &c.ClickHouse.TLS.Enable},
+		{"CITYWATCH_ALLOW_PLAINTEXT", &c.AllowPlaintext},
+	}
+	for _, b := range bools {
+		v := getenv(b.name)
+		if v == "" {
+			continue
+		}
+		on, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("%s: %q is not true or false", b.name, v)
+		}
+		*b.dst = on
+	}
+	strs := []struct {
+		name string
+		dst  *string
+	}{
+		{"CITYWATCH_KAFKA_TLS_CA", &c.Kafka.TLS.CAFile},
+		{"CITYWATCH_KAFKA_TLS_CERT", &c.Kafka.TLS.CertFile},
+		{"CITYWATCH_KAFKA_TLS_KEY", &c.Kafka.TLS.KeyFile},
+		{"CITYWATCH_KAFKA_SASL_MECHANISM", &c.Kafka.SASL.Mechanism},
+		{"CITYWATCH_KAFKA_SASL_USER", &c.Kafka.SASL.Username},
+		{"CITYWATCH_KAFKA_SASL_PASSWORD", &c.Kafka.SASL.Password},
+		{"CITYWATCH_CLICKHOUSE_TLS_CA", &c.ClickHouse.TLS.CAFile},
+	}
+	for _, s := range strs {
+		if v := getenv(s.name); v != "" {
+			*s.dst = v
+		}
+	}
+	return nil
 }
 
 func splitList(v string) []string {
@@ -181,7 +235,55 @@ func (c Config) validate(roles map[string]bool, needKafka bool) error {
 			return err
 		}
 	}
+	if needKafka {
+		if err := c.refusePlaintext(roles); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// refusePlaintext reports the connections of run and gateway (the
+// commands that need an external Kafka) that would cross a network in
+// plaintext, unless CITYWATCH_ALLOW_PLAINTEXT is set: Kafka brokers off
+// loopback with neither TLS nor SASL, and ClickHouse off loopback without
+// TLS where a role connects to it (sink, web). Loopback stays allowed: a
+// broker or server on the same host is not reached over a network.
+func (c Config) refusePlaintext(roles map[string]bool) error {
+	if c.AllowPlaintext {
+		return nil
+	}
+	if c.Kafka.Plaintext() {
+		if off := offLoopback(c.Kafka.Brokers); len(off) > 0 {
+			return fmt.Errorf("kafka: brokers %s would be reached in plaintext: configure TLS or SASL (CITYWATCH_KAFKA_TLS, CITYWATCH_KAFKA_SASL_MECHANISM) or set CITYWATCH_ALLOW_PLAINTEXT=true", strings.Join(off, ","))
+		}
+	}
+	if (roles["sink"] || roles["web"]) && !c.ClickHouse.TLS.Enable {
+		if off := offLoopback(c.ClickHouse.Addr); len(off) > 0 {
+			return fmt.Errorf("clickhouse: %s would be reached in plaintext: configure TLS (CITYWATCH_CLICKHOUSE_TLS) or set CITYWATCH_ALLOW_PLAINTEXT=true", strings.Join(off, ","))
+		}
+	}
+	return nil
+}
+
+// offLoopback returns the addresses (host:port) whose host is not a
+// loopback address or "localhost".
+func offLoopback(addrs []string) []string {
+	var off []string
+	for _, a := range addrs {
+		host, _, err := net.SplitHostPort(a)
+		if err != nil {
+			host = a
+		}
+		if strings.EqualFold(host, "localhost") {
+			continue
+		}
+		if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+			continue
+		}
+		off = append(off, a)
+	}
+	return off
 }
 
 // randomKey makes a pseudonym key for the demo, which has no secret store.

@@ -70,7 +70,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return err
 		}
 		defer broker.Close()
-		cfg.Kafka.Brokers = broker.Brokers()
+		broker.Use(&cfg.Kafka)
 	}
 
 	// Demo users, one per role, with fresh passwords printed below.

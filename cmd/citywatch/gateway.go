@@ -106,7 +106,7 @@ func benchGateway(ctx context.Context, cfg Config, stdout, stderr io.Writer, dRT
 		return err
 	}
 	defer b.Close()
-	kc.Brokers = b.Brokers()
+	b.Use(&kc)
 	c, err := city.Default()
 	if err != nil {
 		return fmt.Errorf("cannot load the city model: %w", err)

@@ -80,7 +80,7 @@ func cmdLoadtest(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	defer broker.Close()
-	cfg.Kafka.Brokers = broker.Brokers()
+	broker.Use(&cfg.Kafka)
 
 	db, err := store.Open(ctx, cfg.ClickHouse)
 	if err != nil {

@@ -47,7 +47,7 @@ func loadtestRules(ctx context.Context, cfg Config, rate int, duration time.Dura
 		return err
 	}
 	defer broker.Close()
-	cfg.Kafka.Brokers = broker.Brokers()
+	broker.Use(&cfg.Kafka)
 	c, err := city.Default()
 	if err != nil {
 		return fmt.Errorf("cannot load the city model: %w", err)

@@ -82,6 +82,7 @@ func TestLoadConfig(t *testing.T) {
 		"CITYWATCH_TOPIC_PREFIX":    "x.",
 		"CITYWATCH_PSEUDONYM_KEY":   "0123456789abcdef!",
 		"CITYWATCH_HTTP_ADDR":       ":9999",
+		"CITYWATCH_ALLOW_PLAINTEXT": "true", // k1, k2 and ch are not loopback
 	}))
 	if err != nil {
 		t.Fatal(err)

@@ -214,7 +214,7 @@ func alertsThroughKafka(t *testing.T, lines []byte) []simulators.Alert {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	got, bad, err := simulators.ReadAlertsTopic(ctx, kc.Brokers, topic)
+	got, bad, err := simulators.ReadAlertsTopic(ctx, kc, topic)
 	if err != nil {
 		t.Fatal(err)
 	}

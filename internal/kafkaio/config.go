@@ -65,6 +65,13 @@ type Config struct {
 	// Compression costs CPU on both ends and pays off on a real network;
 	// the demo's in-process broker has none to save.
 	Compression string `yaml:"compression"`
+
+	// TLS and SASL secure the connections of every client built from the
+	// Config (Dialer, Transport); both off means plaintext, which
+	// citywatch run refuses off loopback unless told (CONTRACT.md
+	// section 9).
+	TLS  TLS  `yaml:"tls"`
+	SASL SASL `yaml:"sasl"`
 }
 
 // SetDefaults fills every zero field with its default. The defaults are
@@ -153,7 +160,7 @@ func (c Config) Validate() error {
 			return fmt.Errorf("kafka.brokers: %q is not host:port", b)
 		}
 	}
-	return nil
+	return c.validateSecurity()
 }
 
 // Topic returns the full name of topic name (for example "camera" →
@@ -176,6 +183,7 @@ func (c Config) Topics(names ...string) []string {
 func (c Config) NewReader(group string, topics []string) *kafka.Reader {
 	return kafka.NewReader(kafka.ReaderConfig{
 		Brokers:                c.Brokers,
+		Dialer:                 c.Dialer(),
 		GroupID:                group,
 		GroupTopics:            topics,
 		QueueCapacity:          c.QueueCapacity,
@@ -206,6 +214,7 @@ func (c Config) NewReader(group string, topics []string) *kafka.Reader {
 func (c Config) NewPartitionReader(topic string, partition int) *kafka.Reader {
 	return kafka.NewReader(kafka.ReaderConfig{
 		Brokers:          c.Brokers,
+		Dialer:           c.Dialer(),
 		Topic:            topic,
 		Partition:        partition,
 		QueueCapacity:    c.QueueCapacity,
@@ -227,6 +236,7 @@ func (c Config) NewPartitionReader(topic string, partition int) *kafka.Reader {
 func (c Config) NewWriter() *kafka.Writer {
 	return &kafka.Writer{
 		Addr:            kafka.TCP(c.Brokers...),
+		Transport:       c.Transport(),
 		Balancer:        &kafka.Murmur2Balancer{},
 		MaxAttempts:     c.MaxAttempts,
 		WriteBackoffMin: 50 * time.Millisecond,
@@ -244,13 +254,16 @@ func (c Config) NewWriter() *kafka.Writer {
 
 // Client returns an admin client for the brokers.
 func (c Config) Client() *kafka.Client {
-	return &kafka.Client{Addr: kafka.TCP(c.Brokers...), Timeout: 10 * time.Second}
+	return &kafka.Client{Addr: kafka.TCP(c.Brokers...), Timeout: 10 * time.Second, Transport: c.Transport()}
 }
 
-// Ping asks the brokers for cluster metadata: nil when one answers.
+// Ping asks the brokers for cluster metadata: nil when one answers. The
+// error names the brokers and how they were reached, because a broker
+// that refuses a TLS handshake or a SASL login often just closes the
+// connection, and kafka-go then reports only an EOF.
 func (c Config) Ping(ctx context.Context) error {
 	if _, err := c.Client().Metadata(ctx, &kafka.MetadataRequest{}); err != nil {
-		return fmt.Errorf("cannot reach Kafka: %w", err)
+		return fmt.Errorf("cannot reach Kafka at %s over %s: %w", strings.Join(c.Brokers, ","), c.describeSecurity(), err)
 	}
 	return nil
 }

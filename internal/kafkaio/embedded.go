@@ -30,5 +30,13 @@ func StartEmbedded(c Config) (*Embedded, error) {
 // Brokers returns the broker addresses.
 func (e *Embedded) Brokers() []string { return e.cluster.ListenAddrs() }
 
+// Use points c at the broker: its addresses, and no TLS or SASL, which
+// the in-process broker on loopback does not speak (a TLS or SASL setting
+// in the environment is for the real cluster).
+func (e *Embedded) Use(c *Config) {
+	c.Brokers = e.Brokers()
+	c.TLS, c.SASL = TLS{}, SASL{}
+}
+
 // Close stops the broker.
 func (e *Embedded) Close() { e.cluster.Close() }

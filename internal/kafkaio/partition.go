@@ -54,8 +54,9 @@ const maxFetchBytes = 16 << 20
 func OpenPartition(ctx context.Context, kc Config, topic string, p int) (*PartitionReader, error) {
 	var conn *kafka.Conn
 	err := errors.New("no broker")
+	d := kc.Dialer()
 	for _, b := range kc.Brokers {
-		if conn, err = kafka.DialLeader(ctx, "tcp", b, topic, p); err == nil {
+		if conn, err = d.DialLeader(ctx, "tcp", b, topic, p); err == nil {
 			break
 		}
 	}

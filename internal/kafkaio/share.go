@@ -33,6 +33,7 @@ func Share(ctx context.Context, kc Config, group, topic string, n int, log *slog
 	cg, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
 		ID:                group,
 		Brokers:           kc.Brokers,
+		Dialer:            kc.Dialer(),
 		Topics:            []string{full},
 		HeartbeatInterval: kc.HeartbeatInterval,
 		SessionTimeout:    kc.SessionTimeout,
