@@ -231,7 +231,11 @@ func dumpTables(ctx context.Context, t *testing.T, cfg store.Config) string {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	rows, err := conn.Query(ctx, "SELECT name FROM system.tables WHERE database = ?", cfg.Database)
+	// Materialized views and the rollups they feed hold aggregate states of
+	// ids (hashes, no personal field) that the driver cannot read; the
+	// rows they come from are in the tables dumped.
+	rows, err := conn.Query(ctx, `SELECT name FROM system.tables WHERE database = ? AND engine != 'MaterializedView'
+		AND name NOT IN (SELECT table FROM system.columns WHERE database = ? AND type LIKE 'AggregateFunction%')`, cfg.Database, cfg.Database)
 	if err != nil {
 		t.Fatal(err)
 	}
