@@ -41,9 +41,11 @@ type Config struct {
 	AcceptTimeout time.Duration `yaml:"accept_timeout"`
 	// Units is how many units an alert gets, by severity.
 	Units UnitsBySeverity `yaml:"units"`
-	// SkipRules are rules whose alerts get no patrol unit (equipment
-	// faults call for a technician). dispatch.* alerts are never
-	// dispatched, listed or not.
+	// SkipRules are rules whose alerts get no patrol unit: equipment
+	// faults call for a technician, and companion vehicles are a lead for
+	// analysts (at the contract's defaults rush-hour traffic raises them
+	// by the dozen; a unit sent to each would empty the circles).
+	// dispatch.* alerts are never dispatched, listed or not.
 	SkipRules []string `yaml:"skip_rules"`
 	// MaxAlertAge is the oldest alert (by event time, when it reaches the
 	// dispatcher) that still gets units: an older one is a replay or a
@@ -114,7 +116,7 @@ func (c *Config) SetDefaults() {
 		c.Units = UnitsBySeverity{Critical: 3, High: 2, Medium: 1, Low: 1}
 	}
 	if c.SkipRules == nil {
-		c.SkipRules = []string{"device.offline", "camera.video_fault", "drone.link_lost"}
+		c.SkipRules = []string{"device.offline", "camera.video_fault", "drone.link_lost", "vehicle.companion"}
 	}
 	if c.MaxAlertAge == 0 {
 		c.MaxAlertAge = 10 * time.Minute
