@@ -178,9 +178,23 @@ func (e *Engine) install(rs *RuleSet) {
 // than the watermark is counted as late and raises nothing. e is not kept:
 // every string the engine holds on to is copied.
 func (e *Engine) Process(now time.Time, ev *event.Event, out []event.Alert) []event.Alert {
+	return e.ProcessReceived(now, ev, time.Time{}, out)
+}
+
+// ProcessReceived is Process for an event citywatch received at received
+// (the record time ingest stamped; zero when unknown). The watermark
+// takes the event's time at most at its receipt: a device whose clock runs
+// ahead (ingest accepts up to 5 minutes ahead) would otherwise drag the
+// watermark ahead of every other device and make their events late,
+// city-wide. The event is evaluated at its own time.
+func (e *Engine) ProcessReceived(now time.Time, ev *event.Event, received time.Time, out []event.Alert) []event.Alert {
 	e.now, e.out = now, out
 	e.installPending()
 	t := ev.Time.UnixMilli()
+	wt := t
+	if !received.IsZero() {
+		wt = min(wt, received.UnixMilli())
+	}
 	if e.maxEvent != 0 && t < e.wm {
 		e.stats.Late++
 		if e.metrics != nil {
@@ -189,8 +203,8 @@ func (e *Engine) Process(now time.Time, ev *event.Event, out []event.Alert) []ev
 		return e.flushOut()
 	}
 	e.lastInput = now
-	if t > e.maxEvent {
-		e.maxEvent = t
+	if wt > e.maxEvent {
+		e.maxEvent = wt
 	}
 	if e.maxEvent > e.stream {
 		e.stream = e.maxEvent

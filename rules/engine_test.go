@@ -302,3 +302,39 @@ func metricValue(c prometheus.Metric) float64 {
 	}
 	return -1
 }
+
+// TestClockAheadDoesNotMakeOthersLate feeds the events of a device whose
+// clock runs a minute ahead among those of a right one: the watermark
+// takes the fast clock's events at their receipt, so the right device's
+// events stay on time and its fight raises its alert.
+func TestClockAheadDoesNotMakeOthersLate(t *testing.T) {
+	rs, err := DefaultRuleSet(testPseudonymizer(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, received := range []bool{true, false} {
+		eng, _ := New(Config{}, rs, nil)
+		var out []event.Alert
+		for s := 0; s < 30; s++ {
+			at := t0.Add(time.Duration(s) * time.Second)
+			var recv time.Time
+			if received {
+				recv = at.Add(50 * time.Millisecond)
+			}
+			fast := &event.Event{ID: fmt.Sprint("f", s), Type: event.TypeDeviceHeartbeat, DeviceID: "cam-fast", Time: at.Add(time.Minute), Lat: 32, Lon: 112}
+			out = eng.ProcessReceived(at, fast, recv, out)
+			right := &event.Event{ID: fmt.Sprint("r", s), Type: event.TypeDeviceHeartbeat, DeviceID: "cam-right", Time: at, Lat: 32.1, Lon: 112.1}
+			if s == 29 {
+				right.Type, right.CameraClass, right.Object, right.Behavior, right.Confidence = event.TypeCameraDetection, "A", "person", "fight", 0.95
+			}
+			out = eng.ProcessReceived(at, right, recv, out)
+		}
+		late, fired := eng.Stats().Late, len(out) > 0
+		if received && (late != 0 || !fired) {
+			t.Errorf("with receipt times: %d late, alert raised %v; want 0 late and the fight's alert", late, fired)
+		}
+		if !received && late == 0 {
+			t.Errorf("without receipt times the fast clock should have made the right device late (the hazard this guards against)")
+		}
+	}
+}

@@ -263,9 +263,13 @@ func (r *Role) replay(ctx context.Context, start, since time.Time) (int, error) 
 		// behind the clock, and make the input still to come late. A
 		// silence that spans the restart is therefore raised up to the
 		// downtime later, with the same id.
-		r.scratch = r.eng.Process(start, &next.ev, r.scratch[:0])
+		r.scratch = r.eng.ProcessReceived(start, &next.ev, next.recv, r.scratch[:0])
 		r.queueLocked(start, r.scratch)
-		r.catchUp.observe(next.pr.Partition, next.ev.Time.UnixMilli(), start)
+		t := next.ev.Time
+		if !next.recv.IsZero() && next.recv.Before(t) {
+			t = next.recv
+		}
+		r.catchUp.observe(next.pr.Partition, t.UnixMilli(), start)
 		n++
 		if r.metrics != nil {
 			r.metrics.replayed.Inc()
@@ -289,10 +293,11 @@ func (r *Role) replay(ctx context.Context, start, since time.Time) (int, error) 
 
 // replayCursor is the head of one partition during the replay.
 type replayCursor struct {
-	pr  *kafkaio.PartitionReader
-	dec event.Decoder
-	ev  event.Event
-	ok  bool // ev holds the next event
+	pr   *kafkaio.PartitionReader
+	dec  event.Decoder
+	ev   event.Event
+	recv time.Time // the record time of ev: when ingest received it
+	ok   bool      // ev holds the next event
 }
 
 func (c *replayCursor) advance(r *Role) error {
@@ -311,6 +316,7 @@ func (c *replayCursor) advance(r *Role) error {
 			}
 			continue
 		}
+		c.recv = m.Time
 		c.ok = true
 		return nil
 	}

@@ -514,9 +514,13 @@ func (h *handler) Add(m *kafka.Message) {
 	}
 	now := r.now()
 	r.mu.Lock()
-	r.catchUp.observe(m.Partition, h.ev.Time.UnixMilli(), now)
+	t := h.ev.Time
+	if !m.Time.IsZero() && m.Time.Before(t) {
+		t = m.Time // a clock ahead of the receipt (see Engine.ProcessReceived)
+	}
+	r.catchUp.observe(m.Partition, t.UnixMilli(), now)
 	r.eng.Hold(r.catchUp.hold(now))
-	r.scratch = r.eng.Process(now, &h.ev, r.scratch[:0])
+	r.scratch = r.eng.ProcessReceived(now, &h.ev, m.Time, r.scratch[:0])
 	if len(r.scratch) > 0 {
 		r.queueLocked(now, r.scratch)
 	}
