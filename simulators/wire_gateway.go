@@ -105,16 +105,29 @@ func (g *GatewayShare) WriteMessages(ctx context.Context, msgs ...kafka.Message)
 		}
 	}
 	g.keep = keep[:0]
-	if g.newest.Sub(g.beat) >= KeepaliveEvery {
-		g.beat = g.newest
-		if err := g.rtp.Keepalive(g.newest); err != nil {
-			g.RTPErrors++
-		}
-	}
+	g.Tick(g.newest)
 	if len(keep) == 0 {
 		return nil
 	}
 	return g.next.WriteMessages(ctx, keep...)
+}
+
+// Tick tells the share that the simulation has reached now (event time):
+// the RTP streams get their empty frames up to it even when no detection
+// came along (see RTPSender.Keepalive). The simulation's driver calls it
+// every step; WriteMessages calls it with the newest detection's time.
+// It is not safe for concurrent use with WriteMessages.
+func (g *GatewayShare) Tick(now time.Time) {
+	if now.After(g.newest) {
+		g.newest = now
+	}
+	if g.newest.Sub(g.beat) < KeepaliveEvery {
+		return
+	}
+	g.beat = g.newest
+	if err := g.rtp.Keepalive(g.newest); err != nil {
+		g.RTPErrors++
+	}
 }
 
 // divert sends m through the gateway when its device is in a share and

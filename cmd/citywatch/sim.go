@@ -330,6 +330,9 @@ func runSim(ctx context.Context, sim *simulators.Sim, w simulators.Writer, prefi
 			batch[i].Value = arena[off : off+n : off+n]
 			off += n
 		}
+		if t, ok := w.(interface{ Tick(time.Time) }); ok {
+			t.Tick(now) // the gateway share's streams keep their frame rate
+		}
 		if len(batch) > 0 {
 			if err := w.WriteMessages(ctx, batch...); err != nil {
 				if ctx.Err() != nil {
