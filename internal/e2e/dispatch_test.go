@@ -197,11 +197,11 @@ func TestDispatchRestartMidDispatch(t *testing.T) {
 	}
 	stop = once(p.start(ctx, "dispatch", p.newDispatcher(cfg).Run))
 	defer stop()
-	got := p.waitDispatches(ctx, a.ID, func(ds []event.Dispatch) bool { return has(ds, "unit-far", event.DispatchAssigned) })
+	p.waitDispatches(ctx, a.ID, func(ds []event.Dispatch) bool { return has(ds, "unit-far", event.DispatchAssigned) })
 	// Give a second assignment of unit-near, if any, time to show.
 	p.position(ctx, "unit-near", pts[0][0], pts[0][1])
 	time.Sleep(2 * time.Second)
-	got = p.waitDispatches(ctx, a.ID, func(ds []event.Dispatch) bool { return true })
+	got := p.waitDispatches(ctx, a.ID, func(ds []event.Dispatch) bool { return true })
 	want := []step{{"unit-near", "assigned"}, {"unit-near", "reassigned"}, {"unit-far", "assigned"}}
 	if diff := cmp.Diff(want, steps(got)); diff != "" {
 		t.Errorf("dispatches (-want +got):\n%s", diff)
