@@ -89,6 +89,10 @@ type Retention struct {
 	Dispatches int `yaml:"dispatches"`
 	// Audit is for the audit log; default 365.
 	Audit int `yaml:"audit"`
+	// Trends is for the hourly rollups the trend queries read (counts and
+	// hashed ids, no personal field), which outlive the rows they count so
+	// that analysts see years beside 90 days of raw events; default 730.
+	Trends int `yaml:"trends"`
 }
 
 // The defaults of Config.
@@ -108,6 +112,7 @@ var DefaultRetention = Retention{
 	Alerts:     365,
 	Dispatches: 365,
 	Audit:      365,
+	Trends:     730,
 }
 
 // SetDefaults fills every unset (zero) field with its default.
@@ -133,6 +138,7 @@ func (c *Config) SetDefaults() {
 		{&r.Fuel, d.Fuel},
 		{&r.Rejected, d.Rejected},
 		{&r.Health, d.Health},
+		{&r.Trends, d.Trends},
 		{&r.Alerts, d.Alerts},
 		{&r.Dispatches, d.Dispatches},
 		{&r.Audit, d.Audit},
@@ -191,6 +197,9 @@ func (r Retention) tables() []tableRetention {
 		{tableAlerts, "alerts", r.Alerts},
 		{tableDispatches, "dispatches", r.Dispatches},
 		{tableAudit, "audit", r.Audit},
+		{tableAlertsHourly, "trends", r.Trends},
+		{tableEventsHourly, "trends", r.Trends},
+		{tableHealthHourly, "trends", r.Trends},
 	}
 }
 

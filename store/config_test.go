@@ -18,7 +18,7 @@ func TestConfigDefaults(t *testing.T) {
 		Database:    "citywatch",
 		User:        "default",
 		DialTimeout: 5 * time.Second,
-		Retention:   store.Retention{Events: 90, Fuel: 7, Rejected: 14, Health: 30, Alerts: 365, Dispatches: 365, Audit: 365},
+		Retention:   store.Retention{Events: 90, Fuel: 7, Rejected: 14, Health: 30, Alerts: 365, Dispatches: 365, Audit: 365, Trends: 730},
 	}
 	if diff := cmp.Diff(want, cfg); diff != "" {
 		t.Errorf("defaults (-want +got):\n%s", diff)
