@@ -58,6 +58,9 @@ bench: clickhouse-start build
 	$(BIN) loadtest --chain rules --duration 30s --rate 10000 --events 1000000 | tee .run/loadtest-rules.txt
 	$(BIN) gateway --bench-rtp 10s | tee .run/gateway-rtp.txt
 	$(BIN) gateway --bench-viid 10s | tee .run/gateway-viid.txt
+	$(GO) test -run '^$$' -bench Feed100Clients -benchtime 5000x ./web/ | tee .run/bench-feed.txt
+	CITYWATCH_REQUIRE_CLICKHOUSE=1 CITYWATCH_REQUIRE_BROWSER=1 $(GO) test -count=1 -run TestBrowser -v ./web/ | grep 'visible in the browser' | tee .run/browser-latency.txt
+	CITYWATCH_REQUIRE_CLICKHOUSE=1 $(GO) test -run '^$$' -bench Trends30Days -benchtime 5x -timeout 2h ./store/ -args -trend.rows 100000000 | tee .run/bench-trends.txt
 
 # fuzz runs every fuzzer for a short while (the seeds run in `make test`).
 FUZZ_TIME ?= 30s
