@@ -15,11 +15,8 @@ import (
 	"citywatch/internal/kafkaio"
 )
 
-// Writer is the part of *kafka.Writer the role uses: a synchronous write
-// that returns once every message is acknowledged.
-type Writer interface {
-	WriteMessages(ctx context.Context, msgs ...kafka.Message) error
-}
+// Writer is the part of *kafka.Writer the role uses (kafkaio.Writer).
+type Writer = kafkaio.Writer
 
 // Role is the dispatch role: an Engine fed with the units' reports from
 // the internal events topic, the alerts from citywatch.alerts, and the
@@ -48,13 +45,11 @@ type Role struct {
 	assigned  func(districts []string)
 	crashHook func() error
 
-	// mu guards the engine and pending: the consumer, the tail readers
-	// and the ticker all run the engine.
-	mu      sync.Mutex
-	pending []kafka.Message
-	out     Out
-	// writeMu makes writes one at a time, in the order queued.
-	writeMu sync.Mutex
+	// mu guards the engine and out: the consumer, the tail readers and
+	// the ticker all run the engine.
+	mu     sync.Mutex
+	out    Out
+	outbox *kafkaio.Outbox
 }
 
 // NewRole returns the dispatch role for city c. w writes the messages;
@@ -82,6 +77,7 @@ func NewRole(cfg Config, c *city.City, kc kafkaio.Config, w Writer, reg promethe
 		eventsTopic:     kc.Topic(kafkaio.TopicEvents),
 		alertsTopic:     kc.Topic(kafkaio.TopicAlerts),
 		dispatchesTopic: kc.Topic(kafkaio.TopicDispatches),
+		outbox:          kafkaio.NewOutbox("dispatches", kc.Topic(kafkaio.TopicDispatches), km),
 	}, nil
 }
 
@@ -214,7 +210,7 @@ func (r *Role) tickLoop(ctx context.Context) {
 func (r *Role) advance(now time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if len(r.pending) >= r.cfg.MaxPending {
+	if r.outbox.Len() >= r.cfg.MaxPending {
 		return
 	}
 	r.eng.Advance(now, &r.out)
@@ -231,42 +227,17 @@ func (r *Role) queueLocked() {
 		if key == "" {
 			key = d.AlertID // an escalation without a unit
 		}
-		r.pending = append(r.pending, kafka.Message{Topic: r.dispatchesTopic, Key: []byte(key), Value: d.AppendJSON(make([]byte, 0, 320))})
+		r.outbox.Add(kafka.Message{Topic: r.dispatchesTopic, Key: []byte(key), Value: d.AppendJSON(make([]byte, 0, 320))})
 	}
 	for i := range r.out.Alerts {
 		a := &r.out.Alerts[i]
-		r.pending = append(r.pending, kafka.Message{Topic: r.alertsTopic, Key: []byte(a.ID), Value: a.AppendJSON(make([]byte, 0, 640))})
+		r.outbox.Add(kafka.Message{Topic: r.alertsTopic, Key: []byte(a.ID), Value: a.AppendJSON(make([]byte, 0, 640))})
 	}
 	r.out.Reset()
 }
 
-// flushPending writes every queued message and returns once Kafka has
-// acknowledged them; on failure they stay queued, in order, for the next
-// try.
-func (r *Role) flushPending(ctx context.Context) error {
-	r.writeMu.Lock()
-	defer r.writeMu.Unlock()
-	r.mu.Lock()
-	msgs := r.pending
-	r.pending = nil
-	r.mu.Unlock()
-	if len(msgs) == 0 {
-		return nil
-	}
-	if err := r.writer.WriteMessages(ctx, msgs...); err != nil {
-		r.mu.Lock()
-		r.pending = append(msgs, r.pending...)
-		r.mu.Unlock()
-		if r.kmet != nil {
-			r.kmet.ProduceError(r.dispatchesTopic)
-		}
-		return fmt.Errorf("cannot write dispatches: %w", err)
-	}
-	if r.kmet != nil {
-		r.kmet.Produced(r.dispatchesTopic, len(msgs))
-	}
-	return nil
-}
+// flushPending writes every queued message (see kafkaio.Outbox).
+func (r *Role) flushPending(ctx context.Context) error { return r.outbox.Flush(ctx, r.writer) }
 
 // onEvent returns the tail handler of the internal events topic: unit
 // positions and answers; every other event is skipped unread beyond its
@@ -291,7 +262,7 @@ func (r *Role) onEvent() func(m *kafka.Message) {
 			r.eng.Status(now, &ev, &r.out)
 			r.queueLocked()
 		}
-		n := len(r.pending)
+		n := r.outbox.Len()
 		r.mu.Unlock()
 		if n > 0 {
 			// An answer's message goes out at once, not at the next tick.
@@ -381,7 +352,7 @@ func (h *handler) Add(m *kafka.Message) {
 func (h *handler) Full() bool {
 	h.r.mu.Lock()
 	defer h.r.mu.Unlock()
-	return len(h.r.pending) >= h.r.cfg.MaxPending
+	return h.r.outbox.Len() >= h.r.cfg.MaxPending
 }
 
 // Flush implements kafkaio.Handler.
@@ -467,6 +438,6 @@ func (r *Role) restore(ctx context.Context) (map[string]map[int]int64, []event.A
 	}
 	r.queueLocked()
 	r.log.Info("dispatch state restored", "alerts_read", len(alerts), "units", r.eng.reg.Len(),
-		"open_alerts", len(r.eng.open), "lost_messages_found", len(r.pending), "took", time.Since(start).String())
+		"open_alerts", len(r.eng.open), "lost_messages_found", r.outbox.Len(), "took", time.Since(start).String())
 	return ends, alerts, nil
 }

@@ -68,7 +68,7 @@ func (r *Role) runGeneration(gctx context.Context, generation int32, owned []str
 	}
 	r.mu.Lock()
 	r.eng = eng
-	r.pending = nil
+	r.outbox.Drop()
 	r.out.Reset()
 	r.mu.Unlock()
 	defer r.endGeneration(ctx)
@@ -128,7 +128,7 @@ func (r *Role) onAlert(m *kafka.Message) {
 	r.mu.Lock()
 	r.eng.Alert(r.now(), &a, &r.out)
 	r.queueLocked()
-	n := len(r.pending)
+	n := r.outbox.Len()
 	r.mu.Unlock()
 	if n > 0 {
 		if err := r.flushPending(context.Background()); err != nil {
@@ -144,10 +144,7 @@ func (r *Role) endGeneration(ctx context.Context) {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	if err := r.flushPending(sctx); err != nil {
-		r.mu.Lock()
-		n := len(r.pending)
-		r.pending = nil
-		r.mu.Unlock()
+		n := r.outbox.Drop()
 		r.log.Warn("cannot write dispatches at the end of a generation; the next owner decides again", "messages", n, "err", err)
 	}
 }

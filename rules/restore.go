@@ -59,7 +59,7 @@ func (r *Role) restore(ctx context.Context) error {
 	r.queueLocked(start, r.scratch)
 	r.log.Info("rules state restored",
 		"alerts_read", check.read, "open_alerts", seeded, "replayed_events", replayed,
-		"replay", horizon.String(), "lost_alerts_found", len(r.pending), "took", r.now().Sub(start).String())
+		"replay", horizon.String(), "lost_alerts_found", r.outbox.Len(), "took", r.now().Sub(start).String())
 	return nil
 }
 
@@ -274,7 +274,7 @@ func (r *Role) replay(ctx context.Context, start, since time.Time) (int, error) 
 		if r.metrics != nil {
 			r.metrics.replayed.Inc()
 		}
-		if len(r.pending) >= r.cfg.MaxPending {
+		if r.outbox.Len() >= r.cfg.MaxPending {
 			r.mu.Unlock()
 			err := r.flushPending(ctx)
 			r.mu.Lock()

@@ -110,11 +110,8 @@ func (c RoleConfig) Validate() error {
 	return c.Limits.Validate()
 }
 
-// Writer is the part of *kafka.Writer the role uses: a synchronous write
-// that returns once every message is acknowledged.
-type Writer interface {
-	WriteMessages(ctx context.Context, msgs ...kafka.Message) error
-}
+// Writer is the part of *kafka.Writer the role uses (kafkaio.Writer).
+type Writer = kafkaio.Writer
 
 // Role is the rules role: one Engine fed from the internal events topic
 // (consumer group RoleConfig.Group), writing its alerts to the alerts topic
@@ -207,16 +204,12 @@ type Role struct {
 	alertsTopic string
 	crashHook   func() error
 
-	// mu guards the engine, pending and check: the consumer's handler and
+	// mu guards the engine and check: the consumer's handler and
 	// the ticker both run the engine.
 	mu      sync.Mutex
-	pending []kafka.Message
+	outbox  *kafkaio.Outbox
 	check   *replayCheck
 	scratch []event.Alert
-
-	// writeMu makes the writes of pending messages one at a time, in the
-	// order the messages were queued.
-	writeMu sync.Mutex
 
 	// catchUp holds the watermark while a backlog drains; guarded by mu.
 	catchUp catchUp
@@ -255,6 +248,7 @@ func NewRole(cfg RoleConfig, ecfg Config, kc kafkaio.Config, p *event.Pseudonymi
 		eventsTopic: kc.Topic(kafkaio.TopicEvents),
 		alertsTopic: kc.Topic(kafkaio.TopicAlerts),
 		catchUp:     catchUp{stale: catchUpStale},
+		outbox:      kafkaio.NewOutbox("alerts", kc.Topic(kafkaio.TopicAlerts), km),
 	}
 	if reg != nil {
 		r.metrics = NewMetrics(reg)
@@ -421,7 +415,7 @@ func (r *Role) tickLoop(ctx context.Context) {
 func (r *Role) advance(now time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if len(r.pending) >= r.cfg.MaxPending {
+	if r.outbox.Len() >= r.cfg.MaxPending {
 		return
 	}
 	r.eng.Hold(r.catchUp.hold(now))
@@ -434,7 +428,7 @@ func (r *Role) advance(now time.Time) {
 // than any rule's timeout.
 const catchUpStale = 10 * time.Second
 
-// queueLocked encodes alerts onto the pending queue, dropping those the
+// queueLocked encodes alerts onto the outbox, dropping those the
 // restart's check finds already written. r.mu is held. Alerts are rare
 // next to events, so each message gets its own buffer: the queue can then
 // be handed to a write without copying.
@@ -450,7 +444,7 @@ func (r *Role) queueLocked(now time.Time, alerts []event.Alert) {
 			}
 			a.RaisedAt = now
 		}
-		r.pending = append(r.pending, kafka.Message{
+		r.outbox.Add(kafka.Message{
 			Topic: r.alertsTopic,
 			Key:   []byte(a.ID),
 			Value: a.AppendJSON(make([]byte, 0, 512)),
@@ -462,33 +456,8 @@ func (r *Role) queueLocked(now time.Time, alerts []event.Alert) {
 	}
 }
 
-// flushPending writes every queued message and returns once Kafka has
-// acknowledged them; on failure they stay queued, in order, for the next
-// try.
-func (r *Role) flushPending(ctx context.Context) error {
-	r.writeMu.Lock()
-	defer r.writeMu.Unlock()
-	r.mu.Lock()
-	msgs := r.pending
-	r.pending = nil
-	r.mu.Unlock()
-	if len(msgs) == 0 {
-		return nil
-	}
-	if err := r.writer.WriteMessages(ctx, msgs...); err != nil {
-		r.mu.Lock()
-		r.pending = append(msgs, r.pending...)
-		r.mu.Unlock()
-		if r.kmet != nil {
-			r.kmet.ProduceError(r.alertsTopic)
-		}
-		return fmt.Errorf("cannot write alerts: %w", err)
-	}
-	if r.kmet != nil {
-		r.kmet.Produced(r.alertsTopic, len(msgs))
-	}
-	return nil
-}
+// flushPending writes every queued message (see kafkaio.Outbox).
+func (r *Role) flushPending(ctx context.Context) error { return r.outbox.Flush(ctx, r.writer) }
 
 // handler is the consumer's Handler: Add runs the engine, Flush writes.
 type handler struct {
@@ -531,7 +500,7 @@ func (h *handler) Add(m *kafka.Message) {
 func (h *handler) Full() bool {
 	h.r.mu.Lock()
 	defer h.r.mu.Unlock()
-	return len(h.r.pending) >= h.r.cfg.MaxPending
+	return h.r.outbox.Len() >= h.r.cfg.MaxPending
 }
 
 // Flush implements kafkaio.Handler: the batch's alerts (and any the ticker

@@ -187,10 +187,7 @@ func (r *Role) endGeneration(ctx context.Context) {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	if err := r.write(sctx); err != nil {
-		r.mu.Lock()
-		n := len(r.pending)
-		r.pending = nil
-		r.mu.Unlock()
+		n := r.outbox.Drop()
 		r.log.Warn("cannot write alerts at the end of a generation; the next owner raises them", "alerts", n, "err", err)
 	}
 }
