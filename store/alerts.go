@@ -4,10 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"strings"
 	"time"
-
-	"github.com/ClickHouse/clickhouse-go/v2"
 
 	"citywatch/event"
 )
@@ -81,35 +78,14 @@ func (r *AlertRows) AddAlert(data []byte, ingestedAt time.Time) error {
 func (r *AlertRows) Len() int { return r.n }
 
 // Reset empties the rows, keeping their capacity.
-func (r *AlertRows) Reset() {
-	for _, c := range r.columns() {
-		switch p := c.values.(type) {
-		case *[]string:
-			clear(*p)
-			*p = (*p)[:0]
-		case *[][]string:
-			clear(*p)
-			*p = (*p)[:0]
-		case *[]int64:
-			*p = (*p)[:0]
-		case *[]uint16:
-			*p = (*p)[:0]
-		case *[]uint8:
-			*p = (*p)[:0]
-		case *[]float64:
-			*p = (*p)[:0]
-		}
-	}
-	r.n = 0
-}
+func (r *AlertRows) Reset() { resetColumns(r); r.n = 0 }
 
-type alertColumn struct {
-	name   string
-	values any // a pointer to the column's slice
-}
+func (r *AlertRows) name() string { return tableAlerts }
+func (r *AlertRows) len() int     { return r.n }
+func (r *AlertRows) reset()       { r.Reset() }
 
-func (r *AlertRows) columns() []alertColumn {
-	return []alertColumn{
+func (r *AlertRows) columns() []column {
+	return []column{
 		{"id", &r.id},
 		{"rule", &r.rule},
 		{"severity", &r.severity},
@@ -136,51 +112,8 @@ func (r *AlertRows) columns() []alertColumn {
 // leaves them as they were. Inserting the same rows again is safe: every
 // lifecycle message is one row of the table's sorting key (rule, id,
 // raised_at, raised_at_ms, status), so copies collapse.
-func (db *DB) InsertAlerts(ctx context.Context, r *AlertRows) (err error) {
-	if r.n == 0 {
-		return nil
-	}
-	if len(db.insertSettings) > 0 {
-		ctx = clickhouse.Context(ctx, clickhouse.WithSettings(db.insertSettings))
-	}
-	cols := r.columns()
-	names := make([]string, len(cols))
-	for i, c := range cols {
-		names[i] = quoteIdent(c.name)
-	}
-	batch, err := db.conn.PrepareBatch(ctx, "INSERT INTO "+db.table(tableAlerts)+" ("+strings.Join(names, ", ")+")")
-	if err != nil {
-		return fmt.Errorf("cannot insert into %s: %w", tableAlerts, err)
-	}
-	defer func() {
-		if err != nil {
-			_ = batch.Abort()
-		}
-	}()
-	for i, c := range cols {
-		var v any
-		switch p := c.values.(type) {
-		case *[]string:
-			v = *p
-		case *[][]string:
-			v = *p
-		case *[]int64:
-			v = *p
-		case *[]uint16:
-			v = *p
-		case *[]uint8:
-			v = *p
-		case *[]float64:
-			v = *p
-		}
-		if err := batch.Column(i).Append(v); err != nil {
-			return fmt.Errorf("cannot insert into %s: cannot append column %s: %w", tableAlerts, c.name, err)
-		}
-	}
-	if err := batch.Send(); err != nil {
-		return fmt.Errorf("cannot insert into %s: %w", tableAlerts, err)
-	}
-	return nil
+func (db *DB) InsertAlerts(ctx context.Context, r *AlertRows) error {
+	return db.insertRows(ctx, r)
 }
 
 // CountAlerts returns the number of alerts raised, by rule: firing

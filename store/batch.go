@@ -182,16 +182,25 @@ func (b *Batch) copyBytes(p []byte) []byte {
 // the package documentation), so a caller retries a failed batch as is.
 // Insert returns when ctx is done, with an error.
 func (db *DB) Insert(ctx context.Context, b *Batch) error {
+	for _, t := range b.tables() {
+		if err := db.insertRows(ctx, t); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// insertRows inserts the rows of t, if any, as one INSERT with the
+// store's insert settings, naming the table in its error.
+func (db *DB) insertRows(ctx context.Context, t rows) error {
+	if t.len() == 0 {
+		return nil
+	}
 	if len(db.insertSettings) > 0 {
 		ctx = clickhouse.Context(ctx, clickhouse.WithSettings(db.insertSettings))
 	}
-	for _, t := range b.tables() {
-		if t.len() == 0 {
-			continue
-		}
-		if err := db.insertTable(ctx, t); err != nil {
-			return fmt.Errorf("cannot insert into %s: %w", t.name(), err)
-		}
+	if err := db.insertTable(ctx, t); err != nil {
+		return fmt.Errorf("cannot insert into %s: %w", t.name(), err)
 	}
 	return nil
 }
@@ -253,6 +262,8 @@ func (c column) values() any {
 		return *p
 	case *[][]byte:
 		return *p
+	case *[][]string:
+		return *p
 	case *[]int64:
 		return *p
 	case *[]int32:
@@ -275,6 +286,8 @@ func (c column) length() int {
 	case *[]string:
 		return len(*p)
 	case *[][]byte:
+		return len(*p)
+	case *[][]string:
 		return len(*p)
 	case *[]int64:
 		return len(*p)
@@ -299,6 +312,9 @@ func (c column) truncate() {
 		clear(*p) // let the garbage collector have the strings
 		*p = (*p)[:0]
 	case *[][]byte:
+		clear(*p)
+		*p = (*p)[:0]
+	case *[][]string:
 		clear(*p)
 		*p = (*p)[:0]
 	case *[]int64:

@@ -4,10 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"strings"
 	"time"
-
-	"github.com/ClickHouse/clickhouse-go/v2"
 
 	"citywatch/event"
 )
@@ -65,57 +62,26 @@ func finite(v float64) float64 {
 func (r *DispatchRows) Len() int { return r.n }
 
 // Reset empties the rows, keeping their capacity.
-func (r *DispatchRows) Reset() {
-	for _, p := range []*[]string{&r.id, &r.alertID, &r.unitID, &r.status, &r.circleID} {
-		clear(*p)
-		*p = (*p)[:0]
+func (r *DispatchRows) Reset() { resetColumns(r); r.n = 0 }
+
+func (r *DispatchRows) name() string { return tableDispatches }
+func (r *DispatchRows) len() int     { return r.n }
+func (r *DispatchRows) reset()       { r.Reset() }
+
+func (r *DispatchRows) columns() []column {
+	return []column{
+		{"id", &r.id}, {"alert_id", &r.alertID}, {"unit_id", &r.unitID}, {"status", &r.status},
+		{"time", &r.time}, {"time_ms", &r.timeMs}, {"eta_s", &r.etaS}, {"distance_m", &r.distanceM},
+		{"circle_id", &r.circleID}, {"tier_minutes", &r.tierMinutes}, {"ingested_at", &r.ingestedAt},
 	}
-	r.time, r.timeMs, r.etaS, r.distanceM = r.time[:0], r.timeMs[:0], r.etaS[:0], r.distanceM[:0]
-	r.tierMinutes, r.ingestedAt = r.tierMinutes[:0], r.ingestedAt[:0]
-	r.n = 0
 }
 
 // InsertDispatches inserts the rows as one INSERT into the dispatches
 // table and leaves them as they were. Inserting the same rows again is
 // safe: a message is one row of the table's sorting key (alert_id, id,
 // time, time_ms, status), so copies collapse.
-func (db *DB) InsertDispatches(ctx context.Context, r *DispatchRows) (err error) {
-	if r.n == 0 {
-		return nil
-	}
-	if len(db.insertSettings) > 0 {
-		ctx = clickhouse.Context(ctx, clickhouse.WithSettings(db.insertSettings))
-	}
-	cols := []struct {
-		name   string
-		values any
-	}{
-		{"id", r.id}, {"alert_id", r.alertID}, {"unit_id", r.unitID}, {"status", r.status},
-		{"time", r.time}, {"time_ms", r.timeMs}, {"eta_s", r.etaS}, {"distance_m", r.distanceM},
-		{"circle_id", r.circleID}, {"tier_minutes", r.tierMinutes}, {"ingested_at", r.ingestedAt},
-	}
-	names := make([]string, len(cols))
-	for i, c := range cols {
-		names[i] = quoteIdent(c.name)
-	}
-	batch, err := db.conn.PrepareBatch(ctx, "INSERT INTO "+db.table(tableDispatches)+" ("+strings.Join(names, ", ")+")")
-	if err != nil {
-		return fmt.Errorf("cannot insert into %s: %w", tableDispatches, err)
-	}
-	defer func() {
-		if err != nil {
-			_ = batch.Abort()
-		}
-	}()
-	for i, c := range cols {
-		if err := batch.Column(i).Append(c.values); err != nil {
-			return fmt.Errorf("cannot insert into %s: cannot append column %s: %w", tableDispatches, c.name, err)
-		}
-	}
-	if err := batch.Send(); err != nil {
-		return fmt.Errorf("cannot insert into %s: %w", tableDispatches, err)
-	}
-	return nil
+func (db *DB) InsertDispatches(ctx context.Context, r *DispatchRows) error {
+	return db.insertRows(ctx, r)
 }
 
 // CountDispatchMessages returns the number of dispatch messages by
