@@ -422,15 +422,26 @@ func nonNil(s []string) []string {
 	return s
 }
 
-func (s *Server) alertDetail(w http.ResponseWriter, r *http.Request) {
-	u := userOf(r)
-	v, ok, err := s.findAlert(r.Context(), u, r.PathValue("id"))
+// alertOrAnswer finds alert id as u may see it; when it cannot, it
+// answers the request (503 when the store failed, 404 when there is no
+// such alert for u) and returns false.
+func (s *Server) alertOrAnswer(w http.ResponseWriter, r *http.Request, u *User, id string) (alertDetailView, bool) {
+	v, ok, err := s.findAlert(r.Context(), u, id)
 	switch {
 	case err != nil:
 		s.error(w, r, http.StatusServiceUnavailable, fmt.Errorf("cannot read the alert: %w", err))
-		return
+		return v, false
 	case !ok:
 		s.error(w, r, http.StatusNotFound, errors.New("no such alert"))
+		return v, false
+	}
+	return v, true
+}
+
+func (s *Server) alertDetail(w http.ResponseWriter, r *http.Request) {
+	u := userOf(r)
+	v, ok := s.alertOrAnswer(w, r, u, r.PathValue("id"))
+	if !ok {
 		return
 	}
 	now := s.now()
@@ -546,13 +557,8 @@ func (s *Server) alertAction(kind string) http.HandlerFunc {
 			s.error(w, r, http.StatusBadRequest, fmt.Errorf("note: at most %d characters", maxNote))
 			return
 		}
-		v, ok, err := s.findAlert(r.Context(), u, id)
-		switch {
-		case err != nil:
-			s.error(w, r, http.StatusServiceUnavailable, fmt.Errorf("cannot read the alert: %w", err))
-			return
-		case !ok:
-			s.error(w, r, http.StatusNotFound, errors.New("no such alert"))
+		v, ok := s.alertOrAnswer(w, r, u, id)
+		if !ok {
 			return
 		}
 		details := map[string]string{"rule": v.Alert.Rule, "district": v.Alert.District}
@@ -613,13 +619,8 @@ func (s *Server) dispatchByHand(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
-	v, ok, err := s.findAlert(r.Context(), u, id)
-	switch {
-	case err != nil:
-		s.error(w, r, http.StatusServiceUnavailable, fmt.Errorf("cannot read the alert: %w", err))
-		return
-	case !ok:
-		s.error(w, r, http.StatusNotFound, errors.New("no such alert"))
+	v, ok := s.alertOrAnswer(w, r, u, id)
+	if !ok {
 		return
 	}
 	now := s.now()
@@ -684,15 +685,11 @@ func (s *Server) unmask(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
-	v, ok, err := s.findAlert(r.Context(), u, id)
-	switch {
-	case err != nil:
-		s.error(w, r, http.StatusServiceUnavailable, fmt.Errorf("cannot read the alert: %w", err))
+	v, ok := s.alertOrAnswer(w, r, u, id)
+	if !ok {
 		return
-	case !ok:
-		s.error(w, r, http.StatusNotFound, errors.New("no such alert"))
-		return
-	case v.Alert.Subject.Kind != event.SubjectPerson:
+	}
+	if v.Alert.Subject.Kind != event.SubjectPerson {
 		s.error(w, r, http.StatusBadRequest, errors.New("the alert is not about a person"))
 		return
 	}
