@@ -32,6 +32,9 @@ const (
 	// malformed).
 	batch        = 64
 	datagramSize = 2048
+	// coalesce is how long a reader waits after a read that found few
+	// datagrams.
+	coalesce = 250 * time.Microsecond
 )
 
 type shard struct {
@@ -278,6 +281,14 @@ func (w *worker) readLoop(c *net.UDPConn) error {
 				continue
 			}
 			w.handle(b, now)
+		}
+		if n < batch/4 {
+			// Few datagrams were waiting: let more gather before the next
+			// read rather than park and wake for every few packets, the
+			// way a network card coalesces interrupts. The socket buffer
+			// holds far more than arrives meanwhile, and a quarter of a
+			// millisecond is nothing to a metadata stream.
+			time.Sleep(coalesce)
 		}
 	}
 }

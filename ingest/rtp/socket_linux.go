@@ -120,3 +120,84 @@ func (b *batchReader) datagram(i int) ([]byte, bool) {
 	h := &b.hdrs[i]
 	return b.bufs[i][:h.n], h.hdr.Flags&unix.MSG_TRUNC != 0
 }
+
+// BatchWriter sends datagrams on a connected UDP socket several per system
+// call with sendmmsg(2). Add copies a datagram into the writer's own
+// buffers; Flush sends what was added. A load generator on loopback pays
+// the kernel's delivery of every packet in its own sending thread, so one
+// system call per packet would measure the sender, not the receiver.
+type BatchWriter struct {
+	rc    syscall.RawConn
+	hdrs  []mmsghdr
+	iovs  []unix.Iovec
+	bufs  [][]byte
+	n     int
+	sent  int
+	errno syscall.Errno
+	fn    func(fd uintptr) bool
+}
+
+// NewBatchWriter returns a writer of up to n datagrams of at most size
+// bytes per system call on conn, which must be connected.
+func NewBatchWriter(conn *net.UDPConn, n, size int) (*BatchWriter, error) {
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	w := &BatchWriter{rc: rc, hdrs: make([]mmsghdr, n), iovs: make([]unix.Iovec, n), bufs: make([][]byte, n)}
+	for i := range n {
+		w.bufs[i] = make([]byte, size)
+		w.hdrs[i].hdr.Iov = &w.iovs[i]
+		w.hdrs[i].hdr.SetIovlen(1)
+	}
+	w.fn = w.send
+	return w, nil
+}
+
+// Add queues a copy of b, flushing first when the batch is full.
+func (w *BatchWriter) Add(b []byte) error {
+	if w.n == len(w.hdrs) {
+		if err := w.Flush(); err != nil {
+			return err
+		}
+	}
+	m := copy(w.bufs[w.n], b)
+	w.iovs[w.n].Base = &w.bufs[w.n][0]
+	w.iovs[w.n].SetLen(m)
+	w.n++
+	return nil
+}
+
+// Flush sends every queued datagram.
+func (w *BatchWriter) Flush() error {
+	for w.sent < w.n {
+		if err := w.rc.Write(w.fn); err != nil {
+			return err
+		}
+		if w.errno != 0 {
+			err := w.errno
+			w.n, w.sent, w.errno = 0, 0, 0
+			return err
+		}
+	}
+	w.n, w.sent = 0, 0
+	return nil
+}
+
+func (w *BatchWriter) send(fd uintptr) bool {
+	for {
+		n, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&w.hdrs[w.sent])), uintptr(w.n-w.sent), unix.MSG_DONTWAIT, 0, 0)
+		switch errno {
+		case 0:
+			w.sent += int(n)
+			return true
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false // wait until writable
+		default:
+			w.errno = errno
+			return true
+		}
+	}
+}

@@ -49,3 +49,22 @@ func (b *batchReader) datagram(int) ([]byte, bool) {
 	}
 	return b.buf[:b.n], false
 }
+
+// BatchWriter sends datagrams one per call where sendmmsg is not available.
+type BatchWriter struct {
+	conn *net.UDPConn
+}
+
+// NewBatchWriter returns a writer on conn, which must be connected.
+func NewBatchWriter(conn *net.UDPConn, _, _ int) (*BatchWriter, error) {
+	return &BatchWriter{conn: conn}, nil
+}
+
+// Add sends b.
+func (w *BatchWriter) Add(b []byte) error {
+	_, err := w.conn.Write(b)
+	return err
+}
+
+// Flush does nothing: Add has sent every datagram.
+func (w *BatchWriter) Flush() error { return nil }
