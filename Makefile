@@ -60,6 +60,7 @@ bench: clickhouse-start build
 	$(BIN) gateway --bench-viid 10s | tee .run/gateway-viid.txt
 	$(GO) test -run '^$$' -bench Feed100Clients -benchtime 5000x ./web/ | tee .run/bench-feed.txt
 	CITYWATCH_REQUIRE_CLICKHOUSE=1 CITYWATCH_REQUIRE_BROWSER=1 $(GO) test -count=1 -run TestBrowser -v ./web/ | grep 'visible in the browser' | tee .run/browser-latency.txt
+	CITYWATCH_REQUIRE_CLICKHOUSE=1 CITYWATCH_REQUIRE_BROWSER=1 $(GO) test -count=1 -run TestEventToBrowser -v ./internal/e2e/ -args -browser.rate 3300 -browser.probes 100 | grep 'visible in the browser' | tee .run/browser-e2e-latency.txt
 	CITYWATCH_REQUIRE_CLICKHOUSE=1 $(GO) test -run '^$$' -bench Trends30Days -benchtime 5x -timeout 2h ./store/ -args -trend.rows 100000000 | tee .run/bench-trends.txt
 
 # fuzz runs every fuzzer for a short while (the seeds run in `make test`).

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -18,34 +17,15 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"citywatch/event"
+	"citywatch/internal/browsertest"
 	"citywatch/internal/kafkaio"
 	"citywatch/store"
 )
-
-// EnvRequireBrowser, set to 1 by `make test`, turns a missing chromium
-// into a failure instead of a skip.
-const EnvRequireBrowser = "CITYWATCH_REQUIRE_BROWSER"
-
-func chromium(t *testing.T) string {
-	t.Helper()
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	msg := "chromium is not installed: run deploy/deps.sh (Debian package chromium)"
-	if os.Getenv(EnvRequireBrowser) == "1" {
-		t.Fatalf("%s; %s=1 requires it", msg, EnvRequireBrowser)
-	}
-	t.Skip(msg)
-	return ""
-}
 
 // TestBrowser drives the console, the patrol page and the trends page in
 // headless chromium against a live web role on a kfake broker and
 // ClickHouse.
 func TestBrowser(t *testing.T) {
-	exe := chromium(t)
 	e := newEnv(t)
 	now := time.Now().UTC().Truncate(time.Millisecond)
 
@@ -63,15 +43,7 @@ func TestBrowser(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 	defer cancel()
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(exe), chromedp.NoSandbox, chromedp.WindowSize(1400, 900),
-		chromedp.Flag("disable-gpu", true), chromedp.Flag("autoplay-policy", "no-user-gesture-required"))
-	actx, acancel := chromedp.NewExecAllocator(ctx, opts...)
-	defer acancel()
-	base, bcancel := chromedp.NewContext(actx)
-	defer bcancel()
-	if err := chromedp.Do(base); err != nil { // start the browser
-		t.Fatal(err)
-	}
+	base := browsertest.Start(t, ctx)
 
 	origin, _ := url.Parse(e.url)
 	var mu sync.Mutex
@@ -91,18 +63,9 @@ func TestBrowser(t *testing.T) {
 		}
 	}
 	newSession := func(name string) context.Context {
-		c, cancel := chromedp.NewContext(base, chromedp.WithNewBrowserContext())
-		t.Cleanup(cancel)
+		c := browsertest.Session(t, base)
 		watch(c)
-		if err := chromedp.Do(c,
-			chromedp.Navigate(e.url+"/login"),
-			chromedp.WaitVisible("#name"),
-			chromedp.SendKeys("#name", name),
-			chromedp.SendKeys("#password", "pw-"+name),
-			chromedp.Click("button[type=submit]"),
-		); err != nil {
-			t.Fatalf("login %s: %v", name, err)
-		}
+		browsertest.Login(t, c, e.url, name, "pw-"+name)
 		return c
 	}
 	shot := func(c context.Context, name string) {
