@@ -56,6 +56,7 @@ bench: clickhouse-start build
 	CITYWATCH_REQUIRE_CLICKHOUSE=1 $(GO) test -run '^$$' -bench . -benchmem -count $(BENCH_COUNT) ./store/ | tee .run/bench-store.txt
 	$(BIN) loadtest --duration $(LOAD_DURATION) --rate $(LOAD_RATE) | tee .run/loadtest.txt
 	$(BIN) loadtest --chain rules --duration 30s --rate 10000 --events 1000000 | tee .run/loadtest-rules.txt
+	$(BIN) loadtest --chain all --events 1000000 | tee .run/loadtest-all.txt
 	$(BIN) gateway --bench-rtp 10s | tee .run/gateway-rtp.txt
 	$(BIN) gateway --bench-viid 10s | tee .run/gateway-viid.txt
 	$(GO) test -run '^$$' -bench Feed100Clients -benchtime 5000x ./web/ | tee .run/bench-feed.txt

@@ -1,7 +1,5 @@
 package store
 
-import "github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-
 // InsertColumns returns the columns Insert writes to table, in order, for
 // tests of the external package.
 func InsertColumns(table string) []string {
@@ -25,7 +23,3 @@ func BatchTables() []string {
 	}
 	return names
 }
-
-// Conn returns the driver connection of db, for tests that look at the
-// tables directly.
-func (db *DB) Conn() driver.Conn { return db.conn }

@@ -113,6 +113,10 @@ func (db *DB) Close() error {
 // Database returns the name of the database that holds the tables.
 func (db *DB) Database() string { return db.cfg.Database }
 
+// Conn returns clickhouse-go's connection under db, for tests and for
+// measurements that compare the sink with the client's own API.
+func (db *DB) Conn() driver.Conn { return db.conn }
+
 // table returns the qualified, quoted name of a table of the database.
 func (db *DB) table(name string) string {
 	return db.db + "." + quoteIdent(name)

@@ -38,8 +38,8 @@ func cmdLoadtest(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	drain := fs.Duration("drain", 5*time.Minute, "longest wait for the backlog to be stored after the load stops")
 	keep := fs.Bool("keep", false, "keep the load-test database")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
-	chain := fs.String("chain", "store", "store: ingest and sink into ClickHouse; rules: ingest and rules, alert latency and throughput")
-	events := fs.Int("events", 1_000_000, "with --chain rules: events read back for the throughput part")
+	chain := fs.String("chain", "store", "store: ingest and sink into ClickHouse; rules: ingest and rules, alert latency and throughput; all: every role on a backlog, beside a plain consumer and a plain insert")
+	events := fs.Int("events", 1_000_000, "with --chain rules or all: events in the backlog of the throughput part")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -54,8 +54,13 @@ func cmdLoadtest(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			cfg.PseudonymKey = randomKey()
 		}
 		return loadtestRules(ctx, cfg, *rate, *duration, *events, stdout, newLogger(stderr, "warn"))
+	case "all":
+		if len(cfg.PseudonymKey) == 0 {
+			cfg.PseudonymKey = randomKey()
+		}
+		return loadtestAll(ctx, cfg, *events, stdout, newLogger(stderr, "warn"))
 	default:
-		return fmt.Errorf("--chain: %q is neither store nor rules", *chain)
+		return fmt.Errorf("--chain: %q is not store, rules or all", *chain)
 	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
