@@ -127,7 +127,7 @@ func (in *Ingest) Run(ctx context.Context) error {
 			hs[j] = w
 		}
 		if in.writer == nil {
-			w := in.kc.NewWriter()
+			w := in.kmet.WatchWriter(in.kc.NewWriter(), in.log)
 			own = append(own, w)
 			hs[0].writer, hs[1].writer = w, w
 		}
@@ -157,6 +157,12 @@ type worker struct {
 	out    []kafka.Message
 	arena  []byte
 	rej    event.Rejected
+	// ids holds the ids of the events of the open batch. They go into
+	// the shared dedupe cache only once the batch is durable (Flush): put
+	// there at Add, they made a worker that was given the same input by a
+	// rebalance drop it as seen and commit it while this one's write was
+	// still failing, and the input was lost if the process then stopped.
+	ids map[idKey]struct{}
 	// received is when the message being added was taken.
 	received time.Time
 
@@ -181,6 +187,7 @@ func (in *Ingest) newWorker() (*worker, error) {
 		dec:      event.Decoder{Now: in.now, MaxFuture: in.cfg.MaxFuture, MaxSize: in.cfg.MaxMessageBytes},
 		pseud:    p,
 		out:      make([]kafka.Message, 0, in.cfg.BatchSize),
+		ids:      make(map[idKey]struct{}, in.cfg.BatchSize),
 		arena:    make([]byte, 0, 512*in.cfg.BatchSize),
 		counters: map[counterKey]prometheus.Counter{},
 	}, nil
@@ -217,10 +224,12 @@ func (w *worker) Add(m *kafka.Message) {
 		w.reject(m, fmt.Errorf("type %s is not carried by topic %s", e.Type, m.Topic), CodeWrongTopic)
 		return
 	}
-	if ok, _ := in.dedupe.ContainsOrAdd(in.idKey(e.ID), struct{}{}); ok {
+	id := in.idKey(e.ID)
+	if _, open := w.ids[id]; open || in.dedupe.Contains(id) {
 		w.counter(counterKey{topic: m.Topic, kind: 2}).Inc()
 		return
 	}
+	w.ids[id] = struct{}{}
 	w.pseud.Apply(e)
 	if d := w.received.Sub(e.Time); d >= 0 {
 		in.metrics.delay.Observe(d.Seconds())
@@ -304,23 +313,44 @@ func (w *worker) Flush(ctx context.Context) error {
 		start := time.Now()
 		if err := w.writer.WriteMessages(ctx, w.out...); err != nil {
 			w.in.kmet.ProduceError(w.in.eventsTopic)
-			return fmt.Errorf("cannot write normalised events: %w", err)
+			// What the brokers took is not written again by the retry.
+			events, dlq := w.count()
+			w.out = kafkaio.Unwritten(w.out, err)
+			leftEvents, leftDLQ := w.count()
+			w.produced(events-leftEvents, dlq-leftDLQ)
+			return fmt.Errorf("cannot write normalised events: %w", kafkaio.WriteError(err))
 		}
 		w.in.metrics.writeSeconds.Observe(time.Since(start).Seconds())
-		var dlq int
-		for i := range w.out {
-			if w.out[i].Topic == w.in.dlqTopic {
-				dlq++
-			}
-		}
-		w.in.kmet.Produced(w.in.eventsTopic, len(w.out)-dlq)
-		if dlq > 0 {
-			w.in.kmet.Produced(w.in.dlqTopic, dlq)
-		}
+		w.produced(w.count())
 	}
+	for id := range w.ids {
+		w.in.dedupe.Add(id, struct{}{})
+	}
+	clear(w.ids)
 	clear(w.out) // drop references into arena
 	w.out = w.out[:0]
 	w.arena = w.arena[:0]
 	w.in.metrics.dedupeEntries.Set(float64(w.in.dedupe.Len()))
 	return nil
+}
+
+// count returns how many messages of the batch go to the events topic and
+// how many to the DLQ.
+func (w *worker) count() (events, dlq int) {
+	for i := range w.out {
+		if w.out[i].Topic == w.in.dlqTopic {
+			dlq++
+		}
+	}
+	return len(w.out) - dlq, dlq
+}
+
+// produced counts messages written to the events topic and the DLQ.
+func (w *worker) produced(events, dlq int) {
+	if events > 0 {
+		w.in.kmet.Produced(w.in.eventsTopic, events)
+	}
+	if dlq > 0 {
+		w.in.kmet.Produced(w.in.dlqTopic, dlq)
+	}
 }

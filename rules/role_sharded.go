@@ -58,8 +58,6 @@ func (r *Role) runGeneration(gctx context.Context, generation int32, owned []int
 	ctx := context.WithoutCancel(gctx)
 	gctx, cancel := context.WithCancel(gctx)
 	defer cancel()
-	var readErr error
-	var readErrOnce sync.Once
 	rs := r.ruleSet()
 	eng, err := New(r.ecfg, rs, r.metrics)
 	if err != nil {
@@ -121,17 +119,29 @@ func (r *Role) runGeneration(gctx context.Context, generation int32, owned []int
 		go func() {
 			defer readers.Done()
 			defer rd.Close()
+			backoff := 100 * time.Millisecond
 			for {
 				m, err := rd.FetchMessage(gctx)
-				if err == nil && lag != nil {
-					lag.Set(float64(m.HighWaterMark - m.Offset - 1))
-				}
 				if err != nil {
-					if gctx.Err() == nil {
-						readErrOnce.Do(func() { readErr = fmt.Errorf("cannot read %s/%d: %w", r.eventsTopic, p, err) })
-						cancel()
+					if gctx.Err() != nil {
+						return
 					}
-					return
+					// The reader goes on from where it was: a broker error
+					// (a leader moving, a storage error Kafka retries)
+					// waits and retries, as the group consumers do,
+					// rather than take the process down.
+					r.log.Warn("cannot read events; retrying", "topic", r.eventsTopic, "partition", p, "retry_in", backoff, "err", err)
+					select {
+					case <-time.After(backoff):
+					case <-gctx.Done():
+						return
+					}
+					backoff = min(2*backoff, 5*time.Second)
+					continue
+				}
+				backoff = 100 * time.Millisecond
+				if lag != nil {
+					lag.Set(float64(m.HighWaterMark - m.Offset - 1))
 				}
 				select {
 				case msgs <- m:
@@ -176,7 +186,7 @@ loop:
 		}
 	}
 	readers.Wait()
-	return readErr
+	return nil
 }
 
 // endGeneration writes what the generation's engine queued, so that the

@@ -46,7 +46,8 @@ type Config struct {
 	// ReplicationFactor is the replication factor for topics citywatch creates.
 	ReplicationFactor int `yaml:"replication_factor"`
 
-	// Reader settings.
+	// Reader settings. MaxWait is the longest the broker holds a fetch
+	// while no data is there (see fetchMaxWait for the round trip).
 	MinBytes          int           `yaml:"min_bytes"`
 	MaxBytes          int           `yaml:"max_bytes"`
 	MaxWait           time.Duration `yaml:"max_wait"`
@@ -181,7 +182,11 @@ func (c Config) Topics(names ...string) []string {
 // callers commit once per batch, after the batch's effect is durable, and
 // never use ReadMessage (which would commit before processing).
 func (c Config) NewReader(group string, topics []string) *kafka.Reader {
-	return kafka.NewReader(kafka.ReaderConfig{
+	return kafka.NewReader(c.readerConfig(group, topics))
+}
+
+func (c Config) readerConfig(group string, topics []string) kafka.ReaderConfig {
+	return kafka.ReaderConfig{
 		Brokers:                c.Brokers,
 		Dialer:                 c.Dialer(),
 		GroupID:                group,
@@ -189,7 +194,7 @@ func (c Config) NewReader(group string, topics []string) *kafka.Reader {
 		QueueCapacity:          c.QueueCapacity,
 		MinBytes:               c.MinBytes,
 		MaxBytes:               c.MaxBytes,
-		MaxWait:                c.MaxWait,
+		MaxWait:                c.fetchMaxWait(),
 		ReadBatchTimeout:       10 * time.Second,
 		ReadLagInterval:        -1, // group lag is measured by LagMonitor
 		HeartbeatInterval:      c.HeartbeatInterval,
@@ -204,7 +209,7 @@ func (c Config) NewReader(group string, topics []string) *kafka.Reader {
 		ReadBackoffMax:         time.Second,
 		IsolationLevel:         kafka.ReadCommitted,
 		MaxAttempts:            c.MaxAttempts,
-	})
+	}
 }
 
 // NewPartitionReader returns a reader of one partition of topic without a
@@ -220,7 +225,7 @@ func (c Config) NewPartitionReader(topic string, partition int) *kafka.Reader {
 		QueueCapacity:    c.QueueCapacity,
 		MinBytes:         c.MinBytes,
 		MaxBytes:         c.MaxBytes,
-		MaxWait:          c.MaxWait,
+		MaxWait:          c.fetchMaxWait(),
 		ReadBatchTimeout: 10 * time.Second,
 		ReadLagInterval:  -1,
 		ReadBackoffMin:   50 * time.Millisecond,
@@ -229,6 +234,20 @@ func (c Config) NewPartitionReader(topic string, partition int) *kafka.Reader {
 		MaxAttempts:      c.MaxAttempts,
 	})
 }
+
+// fetchRTT is the time a fetch's answer may take to come back on top of
+// the broker's wait: kafka-go's own allowance (its defaultRTT).
+const fetchRTT = time.Second
+
+// fetchMaxWait returns the MaxWait to give a kafka-go reader so that the
+// broker holds a fetch for MaxWait and the answer has fetchRTT more to
+// arrive. kafka-go uses a reader's MaxWait as the deadline of the whole
+// round trip and asks the broker to wait that long less 1 s, or less a
+// quarter below 1 s: given MaxWait itself (100 ms), a broker answering an
+// idle fetch more than 25 ms late timed the fetch out, the reader dropped
+// its connection and dialled again, and a broker slower than 100 ms per
+// request stalled every reader for good, with no error surfacing.
+func (c Config) fetchMaxWait() time.Duration { return c.MaxWait + fetchRTT }
 
 // NewWriter returns a synchronous writer that takes the topic from each
 // message, partitions by key the way the Java client does (murmur2), waits

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -92,6 +93,8 @@ type Metrics struct {
 	commitSecs   *prometheus.HistogramVec
 	produced     *prometheus.CounterVec
 	produceErrs  *prometheus.CounterVec
+	attemptErrs  *prometheus.CounterVec
+	readErrs     *prometheus.CounterVec
 	lag          *prometheus.GaugeVec
 }
 
@@ -137,13 +140,22 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "citywatch_kafka_produce_errors_total",
 			Help: "Failed writes to Kafka (retried), by topic.",
 		}, []string{"topic"}),
+		attemptErrs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "citywatch_kafka_produce_attempt_errors_total",
+			Help: "Produce requests the broker failed, one per attempt (the writer tries a batch up to kafka.max_attempts times before the write fails), by topic.",
+		}, []string{"topic"}),
+		readErrs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "citywatch_kafka_read_errors_total",
+			Help: "Errors a consumer group member met reading Kafka (fetches, group joins), each retried, by consumer group.",
+		}, []string{"group"}),
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "citywatch_kafka_consumer_lag_messages",
 			Help: "End offset minus committed offset, by consumer group, topic and partition.",
 		}, []string{"group", "topic", "partition"}),
 	}
 	reg.MustRegister(m.consumed, m.flushErrors, m.commitErrors, m.commits,
-		m.batchSize, m.flushSeconds, m.commitSecs, m.produced, m.produceErrs, m.lag)
+		m.batchSize, m.flushSeconds, m.commitSecs, m.produced, m.produceErrs,
+		m.attemptErrs, m.readErrs, m.lag)
 	return m
 }
 
@@ -152,6 +164,28 @@ func (m *Metrics) Produced(topic string, n int) { m.produced.WithLabelValues(top
 
 // ProduceError counts a failed write to topic.
 func (m *Metrics) ProduceError(topic string) { m.produceErrs.WithLabelValues(topic).Inc() }
+
+// WatchWriter makes w log every produce attempt the broker fails, at warn
+// level, and count it in citywatch_kafka_produce_attempt_errors_total (m
+// may be nil: logged only); it returns w. kafka-go retries a failed
+// produce up to Config.MaxAttempts times and reports only the last error,
+// so without this a broker failing requests goes unseen until a write
+// fails outright.
+func (m *Metrics) WatchWriter(w *kafka.Writer, log *slog.Logger) *kafka.Writer {
+	w.ErrorLogger = kafka.LoggerFunc(func(format string, args ...any) {
+		topic := "unknown"
+		if len(args) > 0 {
+			if t, ok := args[0].(string); ok { // kafka-go passes the topic first
+				topic = t
+			}
+		}
+		if m != nil {
+			m.attemptErrs.WithLabelValues(topic).Inc()
+		}
+		log.Warn("cannot produce to Kafka; the writer retries up to kafka.max_attempts", "topic", topic, "detail", fmt.Sprintf(format, args...))
+	})
+	return w
+}
 
 // Consumer runs one consumer-group member: a goroutine fetches messages
 // into a bounded channel, the loop adds them to the Handler, flushes when
@@ -203,7 +237,7 @@ type partitionKey struct {
 func (c *Consumer) Run(ctx context.Context) error {
 	newReader := c.newReader
 	if newReader == nil {
-		newReader = c.kc.NewReader
+		newReader = c.newGroupReader
 	}
 	r := newReader(c.cfg.Group, c.cfg.Topics)
 
@@ -227,14 +261,38 @@ func (c *Consumer) Run(ctx context.Context) error {
 	return err
 }
 
+// newGroupReader is kc.NewReader with the errors kafka-go handles by
+// itself (a fetch retried, a leader looked up again, an offset past the
+// log's start skipped ahead, a group join retried) logged and counted in
+// citywatch_kafka_read_errors_total: kafka-go reports only some errors to
+// FetchMessage and drops the rest unless given an error logger.
+func (c *Consumer) newGroupReader(group string, topics []string) *kafka.Reader {
+	rc := c.kc.readerConfig(group, topics)
+	errs := c.metrics.readErrs.WithLabelValues(group)
+	rc.ErrorLogger = kafka.LoggerFunc(func(format string, args ...any) {
+		detail := fmt.Sprintf(format, args...)
+		if strings.Contains(detail, "Rebalance In Progress") {
+			// A member joined or left: the group's normal course, not a
+			// fault to count or to wake anyone for.
+			c.log.Info("consumer group rebalancing", "detail", detail)
+			return
+		}
+		errs.Inc()
+		c.log.Warn("cannot read from Kafka; the reader retries", "detail", detail)
+	})
+	return kafka.NewReader(rc)
+}
+
 func (c *Consumer) fetch(ctx context.Context, r *kafka.Reader, out chan<- kafka.Message) {
 	backoff := c.cfg.BackoffMin
+	errs := c.metrics.readErrs.WithLabelValues(c.cfg.Group)
 	for {
 		m, err := r.FetchMessage(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
+			errs.Inc()
 			c.log.Warn("cannot fetch message", "err", err, "retry_in", backoff)
 			select {
 			case <-time.After(backoff):
@@ -424,6 +482,18 @@ func (c *Consumer) commit(ctx context.Context, r *kafka.Reader, durable map[part
 	commitStart := time.Now()
 	err := r.CommitMessages(ctx, toCommit...)
 	c.metrics.commitSecs.WithLabelValues(group).Observe(time.Since(commitStart).Seconds())
+	if err != nil && errors.Is(ctx.Err(), context.Canceled) {
+		// The stop cut the commit short: the final commit of the
+		// shutdown (under its own deadline, never cancelled) takes
+		// these offsets along, so that a clean stop replays nothing.
+		for _, m := range toCommit {
+			k := partitionKey{m.Topic, m.Partition}
+			if _, newer := durable[k]; !newer {
+				durable[k] = m
+			}
+		}
+		return nil
+	}
 	if err != nil {
 		// The batches are durable; not committing only means they are
 		// replayed later, which the downstream dedupe absorbs.
