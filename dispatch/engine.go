@@ -256,8 +256,11 @@ func (e *Engine) flag(u *Unit, reason string) {
 	u.Flagged++
 	e.metrics.flagged.WithLabelValues(reason).Inc()
 	// The unit id is in the log (an operator must find the terminal),
-	// never in a label.
-	e.log.Warn("untrusted position report", "unit", u.ID, "reason", reason)
+	// never in a label. A terminal that keeps sending bad positions is
+	// logged at its 1st, 2nd, 4th, 8th… flagged report, not at every one.
+	if u.Flagged&(u.Flagged-1) == 0 {
+		e.log.Warn("untrusted position report", "unit", u.ID, "reason", reason, "flagged_reports", u.Flagged)
+	}
 }
 
 // Alert takes an alert message from citywatch.alerts. A firing alert gets
