@@ -75,3 +75,42 @@ func TestEngineHoldKeepsBacklogOnTime(t *testing.T) {
 		t.Fatalf("%d events late after release, want 1", late)
 	}
 }
+
+func TestCatchUpWaitsForTheFirstDelivery(t *testing.T) {
+	start := time.Date(2026, 11, 26, 8, 0, 0, 0, time.UTC)
+	ms := func(s int) int64 { return start.Add(time.Duration(s) * time.Second).UnixMilli() }
+	at := func(s int) time.Time { return start.Add(time.Duration(s) * time.Second) }
+	seeded := func() catchUp {
+		// A restart replayed partition 0 up to -2 s and 1 up to -1 s, then
+		// waits for the group (session + rebalance timeouts: 60 s).
+		c := catchUp{stale: 10 * time.Second}
+		c.observe(0, ms(-2), start)
+		c.observe(1, ms(-1), start)
+		c.wait(at(60))
+		return c
+	}
+
+	// The group takes 30 s to give the consumer its partitions: the
+	// replayed partitions hold all along, not only for stale.
+	c := seeded()
+	if h, want := c.hold(at(30)), time.UnixMilli(ms(-2)); !h.Equal(want) {
+		t.Fatalf("hold = %v while the consumer waits for its partitions, want %v", h, want)
+	}
+	// Its first delivery, from partition 1: partition 0 has stale from
+	// now to deliver its backlog, as it would live.
+	c.resume(at(30))
+	c.observe(1, ms(20), at(30))
+	c.observe(1, ms(25), at(35))
+	if h, want := c.hold(at(40)), time.UnixMilli(ms(-2)); !h.Equal(want) {
+		t.Errorf("hold = %v stale after the first delivery, want %v", h, want)
+	}
+	if h, want := c.hold(at(41)), time.UnixMilli(ms(25)); !h.Equal(want) {
+		t.Errorf("hold = %v once partition 0 is idle, want %v", h, want)
+	}
+	// Nothing comes at all: past the bound the input is silent, and the
+	// watermark may move with the clock.
+	c = seeded()
+	if h := c.hold(at(60)); !h.IsZero() {
+		t.Errorf("hold = %v once the wait is over without input, want none", h)
+	}
+}

@@ -55,6 +55,10 @@ func (r *Role) restore(ctx context.Context) error {
 		return fmt.Errorf("cannot restore rules state: %w", err)
 	}
 	r.eng.adoptSeeded()
+	// Until the group gives the consumer its partitions (the killed
+	// process's member times out first), the replayed partitions hold
+	// the watermark: what arrives meanwhile is not late (see catchUp).
+	r.catchUp.wait(start.Add(r.kc.SessionTimeout + r.kc.RebalanceTimeout))
 	r.scratch = r.eng.Advance(start, r.scratch[:0])
 	r.queueLocked(start, r.scratch)
 	r.log.Info("rules state restored",

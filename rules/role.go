@@ -152,9 +152,12 @@ type Writer = kafkaio.Writer
 //     lost (computed before a crash, never written) and are written now.
 //  3. Absence rules adopt the open alerts of keys the replay did not see.
 //     The replayed events count as arrived at the start: from then on the
-//     clock moves the watermark while no input arrives, as it does live.
-//     A silence that began before a crash is therefore raised up to the
-//     downtime later than live, under the same id, never lost.
+//     clock moves the watermark while no input arrives, as it does live,
+//     once the group has given the consumer its partitions (or after the
+//     group's session and rebalance timeouts, if no input comes at all;
+//     see catchUp). A silence that began before a crash is therefore
+//     raised up to the downtime later than live, under the same id, never
+//     lost.
 //
 // The group then consumes from its committed offset; messages below the
 // end offsets of step 2 were replayed already and are skipped. The check
@@ -326,7 +329,7 @@ func (r *Role) Run(ctx context.Context) error {
 	}()
 
 	if r.writer == nil {
-		w := r.kc.NewWriter()
+		w := r.kmet.WatchWriter(r.kc.NewWriter(), r.log)
 		r.writer = w
 		defer func() {
 			if err := w.Close(); err != nil {
@@ -487,6 +490,7 @@ func (h *handler) Add(m *kafka.Message) {
 	if !m.Time.IsZero() && m.Time.Before(t) {
 		t = m.Time // a clock ahead of the receipt (see Engine.ProcessReceived)
 	}
+	r.catchUp.resume(now)
 	r.catchUp.observe(m.Partition, t.UnixMilli(), now)
 	r.eng.Hold(r.catchUp.hold(now))
 	r.scratch = r.eng.ProcessReceived(now, &h.ev, m.Time, r.scratch[:0])
