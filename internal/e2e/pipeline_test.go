@@ -209,10 +209,13 @@ func waitStored(ctx context.Context, t *testing.T, db *store.DB, e expectation, 
 		}
 	}
 	if len(missing)+len(extra)+len(twice) > 0 || rejected != uint64(e.rejected) {
-		t.Fatalf("stored events: %d missing (%.5q), %d unexpected (%.5q), %d counted twice (%.5q); rejected %d, want %d",
-			len(missing), missing, len(extra), extra, len(twice), twice, rejected, e.rejected)
+		t.Fatalf("stored events: %d missing (%q), %d unexpected (%q), %d counted twice (%q); rejected %d, want %d",
+			len(missing), firstFew(missing), len(extra), firstFew(extra), len(twice), firstFew(twice), rejected, e.rejected)
 	}
 }
+
+// firstFew returns the first five of ids, for a failure message.
+func firstFew(ids []string) []string { return ids[:min(len(ids), 5)] }
 
 func countRejected(ctx context.Context, db *store.DB) (map[string]uint64, error) {
 	m, err := db.CountRejected(ctx)
