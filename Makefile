@@ -57,6 +57,7 @@ bench: clickhouse-start build
 	$(BIN) loadtest --duration $(LOAD_DURATION) --rate $(LOAD_RATE) | tee .run/loadtest.txt
 	$(BIN) loadtest --chain rules --duration 30s --rate 10000 --events 1000000 | tee .run/loadtest-rules.txt
 	$(BIN) loadtest --chain all --events 1000000 | tee .run/loadtest-all.txt
+	CITYWATCH_REQUIRE_CLICKHOUSE=1 $(GO) test -count=1 -run '^TestCrashLoop$$' -v -timeout 1h ./internal/e2e/ -args -crashloop.iterations 200 -crashloop.scale 0.05 -crashloop.keep $(CURDIR)/.run/crashloop | tee .run/crashloop-full.txt | grep 'crash loop (seed' | tee .run/crashloop.txt
 	$(BIN) gateway --bench-rtp 10s | tee .run/gateway-rtp.txt
 	$(BIN) gateway --bench-viid 10s | tee .run/gateway-viid.txt
 	$(GO) test -run '^$$' -bench Feed100Clients -benchtime 5000x ./web/ | tee .run/bench-feed.txt
