@@ -14,8 +14,12 @@ BENCH_TIME ?= 1s
 BENCH_COUNT ?= 6
 LOAD_RATE ?= 100000
 LOAD_DURATION ?= 60s
+SOAK_DURATION ?= 1h
+SOAK_RATE ?= 3250
+SOAK_REPORT ?= 5m
+OUTAGE_DURATION ?= 5m
 
-.PHONY: all build test test-go demo bench lint fmt clickhouse-start clickhouse-stop deps clean fuzz
+.PHONY: all build test test-go demo bench soak lint fmt clickhouse-start clickhouse-stop deps clean fuzz
 
 all: build
 
@@ -57,6 +61,8 @@ bench: clickhouse-start build
 	$(BIN) loadtest --duration $(LOAD_DURATION) --rate $(LOAD_RATE) | tee .run/loadtest.txt
 	$(BIN) loadtest --chain rules --duration 30s --rate 10000 --events 1000000 | tee .run/loadtest-rules.txt
 	$(BIN) loadtest --chain all --events 1000000 | tee .run/loadtest-all.txt
+	CITYWATCH_REQUIRE_CLICKHOUSE=1 $(GO) test -count=1 -timeout 30m -run '^TestClickHouseOutageUnderLoad$$' -v ./internal/e2e/ -args -outage.duration $(OUTAGE_DURATION) -outage.rate 3250 -outage.batch-rows 10000 | tee .run/outage.txt
+	CITYWATCH_REQUIRE_CLICKHOUSE=1 $(GO) test -count=1 -run '^TestOverloadDegradesByLag$$' -v ./internal/e2e/ | tee .run/overload.txt
 	CITYWATCH_REQUIRE_CLICKHOUSE=1 $(GO) test -count=1 -run '^TestCrashLoop$$' -v -timeout 1h ./internal/e2e/ -args -crashloop.iterations 200 -crashloop.scale 0.05 -crashloop.keep $(CURDIR)/.run/crashloop | tee .run/crashloop-full.txt | grep 'crash loop (seed' | tee .run/crashloop.txt
 	$(BIN) gateway --bench-rtp 10s | tee .run/gateway-rtp.txt
 	$(BIN) gateway --bench-viid 10s | tee .run/gateway-viid.txt
@@ -64,6 +70,13 @@ bench: clickhouse-start build
 	CITYWATCH_REQUIRE_CLICKHOUSE=1 CITYWATCH_REQUIRE_BROWSER=1 $(GO) test -count=1 -run TestBrowser -v ./web/ | grep 'visible in the browser' | tee .run/browser-latency.txt
 	CITYWATCH_REQUIRE_CLICKHOUSE=1 CITYWATCH_REQUIRE_BROWSER=1 $(GO) test -count=1 -run TestEventToBrowser -v ./internal/e2e/ -args -browser.rate 3300 -browser.probes 100 | grep 'visible in the browser' | tee .run/browser-e2e-latency.txt
 	CITYWATCH_REQUIRE_CLICKHOUSE=1 $(GO) test -run '^$$' -bench Trends30Days -benchtime 5x -timeout 2h ./store/ -args -trend.rows 100000000 | tee .run/bench-trends.txt
+
+# soak: an hour of the city's morning peak through every role but web, a
+# line every SOAK_REPORT, then a verdict on loss, heap and goroutines (not
+# in CI: it takes the hour).
+soak: clickhouse-start build
+	@mkdir -p .run
+	$(BIN) loadtest --soak --duration $(SOAK_DURATION) --rate $(SOAK_RATE) --report-every $(SOAK_REPORT) | tee .run/soak.txt
 
 # fuzz runs every fuzzer for a short while (the seeds run in `make test`).
 FUZZ_TIME ?= 30s

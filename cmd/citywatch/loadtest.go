@@ -40,12 +40,29 @@ func cmdLoadtest(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	chain := fs.String("chain", "store", "store: ingest and sink into ClickHouse; rules: ingest and rules, alert latency and throughput; all: every role on a backlog, beside a plain consumer and a plain insert")
 	events := fs.Int("events", 1_000_000, "with --chain rules or all: events in the backlog of the throughput part")
+	soak := fs.Bool("soak", false, "soak: every role but web (ingest, rules, dispatch, sink) at city load for --duration, a line every --report-every, and a verdict on loss, memory and goroutines at the end (--rate defaults to the city's peak, 3,250/s)")
+	reportEvery := fs.Duration("report-every", time.Minute, "with --soak: how often to print a line")
+	memProfile := fs.String("memprofile", "", "with --soak: write a heap profile to this file when the load stops")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	cfg, err := loadConfig(os.Getenv)
 	if err != nil {
 		return err
+	}
+	if *soak {
+		rateSet := false
+		fs.Visit(func(f *flag.Flag) { rateSet = rateSet || f.Name == "rate" })
+		if !rateSet {
+			*rate = soakCityPeak
+		}
+		if *rate <= 0 || *duration <= 0 || *reportEvery <= 0 {
+			return errors.New("--soak needs a positive --rate, --duration and --report-every")
+		}
+		if len(cfg.PseudonymKey) == 0 {
+			cfg.PseudonymKey = randomKey()
+		}
+		return loadtestSoak(ctx, cfg, soakOptions{rate: *rate, duration: *duration, every: *reportEvery, drain: *drain, keep: *keep, memProfile: *memProfile}, stdout, newLogger(stderr, "warn"))
 	}
 	switch *chain {
 	case "store":
