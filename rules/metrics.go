@@ -23,6 +23,7 @@ type Metrics struct {
 	// The role's (Role), beside the engine's.
 	replayed       prometheus.Counter
 	inputLag       *prometheus.GaugeVec
+	upstreamLag    prometheus.Gauge
 	shards         prometheus.Gauge
 	restoreDropped prometheus.Counter
 	undecodable    prometheus.Counter
@@ -88,13 +89,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "citywatch_rules_input_lag_messages",
 		Help: "Messages of the internal events topic behind the newest one read, by partition, in a scaled-out rules role (which commits no offsets for the lag monitor to compare).",
 	}, []string{"partition"})
+	m.upstreamLag = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "citywatch_rules_upstream_lag_messages",
+		Help: "Raw messages the upstream group (ingest) has not committed; while above 0 the clock does not move the rules' watermark past the newest event.",
+	})
 	m.shards = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "citywatch_rules_shards_owned",
 		Help: "Shards of the rules' keys this process owns in a scaled-out rules role.",
 	})
 	reg.MustRegister(m.late, m.watermark, m.alerts, m.keys, m.bytes, m.open,
 		m.evicted, m.filterErrors, m.reloads, m.reloadOK, m.replayed, m.restoreDropped, m.undecodable,
-		m.inputLag, m.shards)
+		m.inputLag, m.upstreamLag, m.shards)
 	m.reloadOK.Set(1)
 	return m
 }

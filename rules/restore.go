@@ -267,13 +267,19 @@ func (r *Role) replay(ctx context.Context, start, since time.Time) (int, error) 
 		// behind the clock, and make the input still to come late. A
 		// silence that spans the restart is therefore raised up to the
 		// downtime later, with the same id.
-		r.scratch = r.eng.ProcessReceived(start, &next.ev, next.recv, r.scratch[:0])
-		r.queueLocked(start, r.scratch)
+		// As live (handler.Add): the watermark may not pass the newest
+		// event of the partition furthest behind. A partition that an
+		// upstream catching up has not filled yet holds the rest of the
+		// replay back, so that its events, delivered after the restore,
+		// are not late.
 		t := next.ev.Time
 		if !next.recv.IsZero() && next.recv.Before(t) {
 			t = next.recv
 		}
 		r.catchUp.observe(next.pr.Partition, t.UnixMilli(), start)
+		r.eng.Hold(r.catchUp.hold(start))
+		r.scratch = r.eng.ProcessReceived(start, &next.ev, next.recv, r.scratch[:0])
+		r.queueLocked(start, r.scratch)
 		n++
 		if r.metrics != nil {
 			r.metrics.replayed.Inc()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -51,6 +52,14 @@ type RoleConfig struct {
 	// process holding every key, consuming the input in Group.
 	Shards int `yaml:"shards"`
 
+	// Upstream is the consumer group of the stage before the rules
+	// (ingest's, citywatch-ingest by default). While it has raw input it
+	// has not committed, the clock does not move the watermark past the
+	// newest event: a stalled or restarting ingest is not a silent city,
+	// and the events it delivers when it is back must not come late.
+	// "none" turns the guard off.
+	Upstream string `yaml:"upstream_group"`
+
 	// Hotlist and Watchlist are the list files (CITYWATCH_HOTLIST,
 	// CITYWATCH_WATCHLIST), set by the caller; empty means the built-in
 	// samples.
@@ -63,6 +72,7 @@ const (
 	DefaultGroup          = "citywatch-rules"
 	DefaultAlertsLookback = DefaultForget
 	DefaultMaxPending     = 10_000
+	DefaultUpstream       = "citywatch-ingest"
 	// MaxShards bounds RoleConfig.Shards: a partition of the shards topic
 	// each.
 	MaxShards = 1024
@@ -86,6 +96,9 @@ func (c *RoleConfig) SetDefaults() {
 	}
 	if c.MaxPending == 0 {
 		c.MaxPending = DefaultMaxPending
+	}
+	if c.Upstream == "" {
+		c.Upstream = DefaultUpstream
 	}
 }
 
@@ -216,6 +229,9 @@ type Role struct {
 
 	// catchUp holds the watermark while a backlog drains; guarded by mu.
 	catchUp catchUp
+	// upstreamBehind is set while the upstream group has raw input it has
+	// not committed (see RoleConfig.Upstream).
+	upstreamBehind atomic.Bool
 
 	// skipBelow holds, per partition of the events topic, the end offset
 	// that the restart replayed up to; written before the consumer starts
@@ -327,6 +343,11 @@ func (r *Role) Run(ctx context.Context) error {
 			r.log.Error("rule reloader stopped", "err", err)
 		}
 	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		r.watchUpstream(rctx)
+	}()
 
 	if r.writer == nil {
 		w := r.kmet.WatchWriter(r.kc.NewWriter(), r.log)
@@ -421,9 +442,52 @@ func (r *Role) advance(now time.Time) {
 	if r.outbox.Len() >= r.cfg.MaxPending {
 		return
 	}
-	r.eng.Hold(r.catchUp.hold(now))
+	hold := r.catchUp.hold(now)
+	if r.upstreamBehind.Load() && r.eng.maxEvent != 0 {
+		// The clock may not carry the watermark past what has arrived
+		// while ingest still has input to deliver.
+		if newest := time.UnixMilli(r.eng.maxEvent); hold.IsZero() || newest.Before(hold) {
+			hold = newest
+		}
+	}
+	r.eng.Hold(hold)
 	r.scratch = r.eng.Advance(now, r.scratch[:0])
 	r.queueLocked(now, r.scratch)
+}
+
+// watchUpstream polls the upstream group's lag on the raw topics every
+// tick and sets upstreamBehind. A failed poll keeps the last answer: the
+// events topic is then likely out of reach too.
+func (r *Role) watchUpstream(ctx context.Context) {
+	if r.cfg.Upstream == "none" {
+		return
+	}
+	client := r.kc.Client()
+	topics := r.kc.Topics(kafkaio.RawTopics...)
+	t := time.NewTicker(r.tickEvery)
+	defer t.Stop()
+	for {
+		qctx, cancel := context.WithTimeout(ctx, r.tickEvery)
+		lag, err := kafkaio.Lag(qctx, client, r.cfg.Upstream, topics)
+		cancel()
+		if err == nil {
+			var n int64
+			for _, ps := range lag {
+				for _, l := range ps {
+					n += l
+				}
+			}
+			if r.metrics != nil {
+				r.metrics.upstreamLag.Set(float64(n))
+			}
+			r.upstreamBehind.Store(n > 0)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // catchUpStale is how long a partition holds the watermark after its last
