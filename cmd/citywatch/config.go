@@ -171,6 +171,9 @@ func (c *Config) setDefaults() {
 	c.ClickHouse.SetDefaults()
 	c.Ingest.SetDefaults()
 	c.Sink.SetDefaults()
+	if c.Rules.Upstream == "" {
+		c.Rules.Upstream = c.Ingest.Group // the rules wait for this ingest
+	}
 	c.Rules.SetDefaults()
 	c.Dispatch.SetDefaults()
 	c.HTTP.SetDefaults()
