@@ -208,7 +208,7 @@ func runSender(ctx context.Context, exe string, args ...string) (senderResult, e
 	// the CPU it shares here to the gateway under test whenever both
 	// are runnable; it pays the kernel's loopback delivery of every
 	// packet, which a network card would otherwise do.
-	_ = syscall.Setpriority(syscall.PRIO_PROCESS, cmd.Process.Pid, 19)
+	_ = syscall.Setpriority(syscall.PRIO_PROCESS, cmd.Process.Pid, 10)
 	res := senderResult{}
 	sc := bufio.NewScanner(pipe)
 	for sc.Scan() {
