@@ -203,7 +203,7 @@ func cmdLoadtest(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			case <-pctx.Done():
 				return
 			case <-ticker.C:
-				fmt.Fprintf(stdout, "  %4.0fs: produced %d, ingested %.0f, stored %d\n", time.Since(start).Seconds(), produced.Load(), sumCounter(reg, "citywatch_ingest_events_total"), stored.Load())
+				fmt.Fprintf(stdout, "  %4.0fs: produced %d, ingested %.0f, stored %d\n", time.Since(start).Seconds(), produced.Load(), sumSeries(reg, "citywatch_ingest_events_total"), stored.Load())
 			}
 		}
 	}()
@@ -264,21 +264,18 @@ func cmdLoadtest(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	return nil
 }
 
-// sumCounter adds up every series of the counter called name in reg.
-func sumCounter(reg *prometheus.Registry, name string) float64 {
+// sumSeries adds up every series of the counter or gauge called name in
+// reg.
+func sumSeries(reg *prometheus.Registry, name string) float64 {
 	mfs, err := reg.Gather()
 	if err != nil {
 		return 0
 	}
-	var sum float64
+	m := metrics{}
 	for _, mf := range mfs {
-		if mf.GetName() == name {
-			for _, m := range mf.GetMetric() {
-				sum += m.GetCounter().GetValue()
-			}
-		}
+		m[mf.GetName()] = mf
 	}
-	return sum
+	return m.sum(name, nil)
 }
 
 // histogramMeans returns the mean of each series of histogram name in reg,

@@ -476,24 +476,7 @@ func soakSampleNow(at time.Duration, reg *prometheus.Registry) soakSample {
 	ms := []rtmetrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}, {Name: "/gc/heap/live:bytes"}}
 	rtmetrics.Read(ms)
 	return soakSample{at: at, heapInuse: ms[0].Value.Uint64(), heapLive: ms[1].Value.Uint64(),
-		dedupe: uint64(soakGauge(reg, "citywatch_ingest_dedupe_entries")), goroutines: runtime.NumGoroutine()}
-}
-
-// soakGauge adds up every series of the gauge called name in reg.
-func soakGauge(reg *prometheus.Registry, name string) float64 {
-	mfs, err := reg.Gather()
-	if err != nil {
-		return 0
-	}
-	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			for _, m := range mf.GetMetric() {
-				sum += m.GetGauge().GetValue()
-			}
-		}
-	}
-	return sum
+		dedupe: uint64(sumSeries(reg, "citywatch_ingest_dedupe_entries")), goroutines: runtime.NumGoroutine()}
 }
 
 // soakVerdict is the judgement of flatness: a text and what failed.
