@@ -24,6 +24,7 @@ type Metrics struct {
 	replayed       prometheus.Counter
 	inputLag       *prometheus.GaugeVec
 	upstreamLag    prometheus.Gauge
+	stalled        prometheus.Gauge
 	shards         prometheus.Gauge
 	restoreDropped prometheus.Counter
 	undecodable    prometheus.Counter
@@ -93,13 +94,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "citywatch_rules_upstream_lag_messages",
 		Help: "Raw messages the upstream group (ingest) has not committed; while above 0 the clock does not move the rules' watermark past the newest event.",
 	})
+	m.stalled = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "citywatch_rules_stalled_partitions",
+		Help: "Partitions of the raw topics (ingest's group) or of the events topic (another rules member) with messages that have not moved for a tick; they hold the watermark at their first message.",
+	})
 	m.shards = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "citywatch_rules_shards_owned",
 		Help: "Shards of the rules' keys this process owns in a scaled-out rules role.",
 	})
 	reg.MustRegister(m.late, m.watermark, m.alerts, m.keys, m.bytes, m.open,
 		m.evicted, m.filterErrors, m.reloads, m.reloadOK, m.replayed, m.restoreDropped, m.undecodable,
-		m.inputLag, m.upstreamLag, m.shards)
+		m.inputLag, m.upstreamLag, m.stalled, m.shards)
 	m.reloadOK.Set(1)
 	return m
 }

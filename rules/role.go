@@ -57,8 +57,13 @@ type RoleConfig struct {
 	// has not committed, the clock does not move the watermark past the
 	// newest event: a stalled or restarting ingest is not a silent city,
 	// and the events it delivers when it is back must not come late.
-	// "none" turns the guard off.
+	// "none" turns the guard off. Partitions the upstream group (or
+	// another member of the role's own group) holds without moving hold
+	// the watermark at their first message (see stallWatch).
 	Upstream string `yaml:"upstream_group"`
+	// StallMaxHold bounds how far behind the clock a stalled partition
+	// may hold the watermark (see stallWatch).
+	StallMaxHold time.Duration `yaml:"stall_max_hold"`
 
 	// Hotlist and Watchlist are the list files (CITYWATCH_HOTLIST,
 	// CITYWATCH_WATCHLIST), set by the caller; empty means the built-in
@@ -73,6 +78,9 @@ const (
 	DefaultAlertsLookback = DefaultForget
 	DefaultMaxPending     = 10_000
 	DefaultUpstream       = "citywatch-ingest"
+	// DefaultStallMaxHold is longer than a dead member's session and the
+	// rebalance after it take with Kafka's defaults.
+	DefaultStallMaxHold = 2 * time.Minute
 	// MaxShards bounds RoleConfig.Shards: a partition of the shards topic
 	// each.
 	MaxShards = 1024
@@ -100,6 +108,9 @@ func (c *RoleConfig) SetDefaults() {
 	if c.Upstream == "" {
 		c.Upstream = DefaultUpstream
 	}
+	if c.StallMaxHold == 0 {
+		c.StallMaxHold = DefaultStallMaxHold
+	}
 }
 
 // Validate reports the first field that is not usable, by its YAML name.
@@ -119,6 +130,8 @@ func (c RoleConfig) Validate() error {
 		return fmt.Errorf("rules.max_pending: must be ≥ 1, got %d", c.MaxPending)
 	case c.Shards < 0 || c.Shards > MaxShards:
 		return fmt.Errorf("rules.shards: must be 0–%d, got %d", MaxShards, c.Shards)
+	case c.StallMaxHold <= 0:
+		return fmt.Errorf("rules.stall_max_hold: must be positive, got %s", c.StallMaxHold)
 	}
 	return c.Limits.Validate()
 }
@@ -232,6 +245,9 @@ type Role struct {
 	// upstreamBehind is set while the upstream group has raw input it has
 	// not committed (see RoleConfig.Upstream).
 	upstreamBehind atomic.Bool
+	// stallHold is the record time (Unix ms) of the oldest message a
+	// stalled partition holds back, 0 when none (see stallWatch).
+	stallHold atomic.Int64
 
 	// skipBelow holds, per partition of the events topic, the end offset
 	// that the restart replayed up to; written before the consumer starts
@@ -346,7 +362,7 @@ func (r *Role) Run(ctx context.Context) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		r.watchUpstream(rctx)
+		r.watchStalls(rctx)
 	}()
 
 	if r.writer == nil {
@@ -442,7 +458,7 @@ func (r *Role) advance(now time.Time) {
 	if r.outbox.Len() >= r.cfg.MaxPending {
 		return
 	}
-	hold := r.catchUp.hold(now)
+	hold := r.holdLocked(now)
 	if r.upstreamBehind.Load() && r.eng.maxEvent != 0 {
 		// The clock may not carry the watermark past what has arrived
 		// while ingest still has input to deliver.
@@ -455,32 +471,75 @@ func (r *Role) advance(now time.Time) {
 	r.queueLocked(now, r.scratch)
 }
 
-// watchUpstream polls the upstream group's lag on the raw topics every
-// tick and sets upstreamBehind. A failed poll keeps the last answer: the
-// events topic is then likely out of reach too.
-func (r *Role) watchUpstream(ctx context.Context) {
-	if r.cfg.Upstream == "none" {
-		return
+// holdLocked returns the time the watermark may not pass: the partition
+// furthest behind in delivering its backlog (catchUp) or the oldest
+// message a stalled partition holds back (stallWatch), whichever is
+// earlier; the zero time when neither holds. r.mu is held.
+func (r *Role) holdLocked(now time.Time) time.Time {
+	hold := r.catchUp.hold(now)
+	if ms := r.stallHold.Load(); ms != 0 {
+		if s := time.UnixMilli(ms); hold.IsZero() || s.Before(hold) {
+			hold = s
+		}
 	}
-	client := r.kc.Client()
-	topics := r.kc.Topics(kafkaio.RawTopics...)
+	return hold
+}
+
+// watchStalls polls, every tick, the upstream group on the raw topics and,
+// when the role consumes in a group, its own group on the events topic
+// (see stallWatch), and sets upstreamBehind and stallHold. A failed poll
+// keeps the last answer: the events topic is then likely out of reach too.
+func (r *Role) watchStalls(ctx context.Context) {
+	var sources []stallSource
+	if r.cfg.Upstream != "none" {
+		sources = append(sources, stallSource{group: r.cfg.Upstream, topics: r.kc.Topics(kafkaio.RawTopics...)})
+	}
+	if r.cfg.Shards == 0 {
+		sources = append(sources, stallSource{group: r.cfg.Group, topics: []string{r.eventsTopic}, own: true})
+	}
+	w := newStallWatch(r.kc.Client(), r.cfg.StallMaxHold, sources...)
+	delivered := func(p int, since time.Time) bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return p < len(r.catchUp.parts) && !r.catchUp.parts[p].seen.Before(since)
+	}
 	t := time.NewTicker(r.tickEvery)
 	defer t.Stop()
+	var lastErr string
+	told := false // a stall was logged
 	for {
 		qctx, cancel := context.WithTimeout(ctx, r.tickEvery)
-		lag, err := kafkaio.Lag(qctx, client, r.cfg.Upstream, topics)
+		rep, ok, err := w.poll(qctx, r.now(), delivered)
 		cancel()
-		if err == nil {
-			var n int64
-			for _, ps := range lag {
-				for _, l := range ps {
-					n += l
-				}
-			}
+		if ok {
 			if r.metrics != nil {
-				r.metrics.upstreamLag.Set(float64(n))
+				r.metrics.upstreamLag.Set(float64(rep.upstreamLag))
+				r.metrics.stalled.Set(float64(rep.stalled))
 			}
-			r.upstreamBehind.Store(n > 0)
+			r.upstreamBehind.Store(rep.upstreamLag > 0)
+			var ms int64
+			if !rep.hold.IsZero() {
+				ms = rep.hold.UnixMilli()
+			}
+			r.stallHold.Store(ms)
+			// A quiet partition whose one new message is not committed
+			// yet looks stalled for a tick: only a stall that holds the
+			// watermark for longer is worth a line.
+			switch behind := r.now().Sub(rep.hold); {
+			case ms != 0 && behind > 2*r.tickEvery && !told:
+				r.log.Info("input stalled; the watermark waits for it", "partitions", rep.stalled, "since", rep.hold)
+				told = true
+			case ms == 0 && told:
+				r.log.Info("stalled input moves again")
+				told = false
+			}
+		}
+		if err != nil && ctx.Err() == nil && err.Error() != lastErr {
+			r.log.Warn("cannot read the input's positions; keeping the last answer", "err", err)
+		}
+		lastErr = ""
+		if err != nil {
+			lastErr = err.Error()
 		}
 		select {
 		case <-ctx.Done():
@@ -556,7 +615,7 @@ func (h *handler) Add(m *kafka.Message) {
 	}
 	r.catchUp.resume(now)
 	r.catchUp.observe(m.Partition, t.UnixMilli(), now)
-	r.eng.Hold(r.catchUp.hold(now))
+	r.eng.Hold(r.holdLocked(now))
 	r.scratch = r.eng.ProcessReceived(now, &h.ev, m.Time, r.scratch[:0])
 	if len(r.scratch) > 0 {
 		r.queueLocked(now, r.scratch)

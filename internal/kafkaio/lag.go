@@ -51,6 +51,36 @@ func (l *LagMonitor) Run(ctx context.Context) error {
 
 // Lag returns the lag of group on topics, by topic and partition.
 func Lag(ctx context.Context, client *kafka.Client, group string, topics []string) (map[string]map[int]int64, error) {
+	pos, err := Positions(ctx, client, group, topics)
+	if err != nil || pos == nil {
+		return nil, err
+	}
+	out := make(map[string]map[int]int64, len(pos))
+	for topic, ps := range pos {
+		out[topic] = make(map[int]int64, len(ps))
+		for p, x := range ps {
+			out[topic][p] = x.Lag()
+		}
+	}
+	return out, nil
+}
+
+// Position is where a consumer group stands on one partition.
+type Position struct {
+	// Committed is the group's committed offset: the next message it will
+	// read. With nothing committed it is the partition's first offset.
+	Committed int64
+	// End is the offset the next message written will have.
+	End int64
+}
+
+// Lag returns the messages between the committed offset and the end.
+func (p Position) Lag() int64 { return max(p.End-p.Committed, 0) }
+
+// Positions returns where group stands on topics, by topic and partition,
+// read from the brokers. Partitions whose offsets the brokers did not
+// answer are left out.
+func Positions(ctx context.Context, client *kafka.Client, group string, topics []string) (map[string]map[int]Position, error) {
 	meta, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: topics})
 	if err != nil {
 		return nil, fmt.Errorf("cannot read metadata: %w", err)
@@ -77,7 +107,7 @@ func Lag(ctx context.Context, client *kafka.Client, group string, topics []strin
 	if err != nil {
 		return nil, fmt.Errorf("cannot list end offsets: %w", err)
 	}
-	out := map[string]map[int]int64{}
+	out := map[string]map[int]Position{}
 	for topic, ps := range end.Topics {
 		com := map[int]int64{}
 		for _, p := range committed.Topics[topic] {
@@ -89,18 +119,38 @@ func Lag(ctx context.Context, client *kafka.Client, group string, topics []strin
 			}
 			c, ok := com[p.Partition]
 			if !ok || c < 0 {
-				c = p.FirstOffset // nothing committed yet: all that is there is lag
-				if c < 0 {
-					c = 0
-				}
+				c = max(p.FirstOffset, 0) // nothing committed yet: all that is there is lag
 			}
 			if out[topic] == nil {
-				out[topic] = map[int]int64{}
+				out[topic] = map[int]Position{}
 			}
-			out[topic][p.Partition] = max(p.LastOffset-c, 0)
+			out[topic][p.Partition] = Position{Committed: c, End: p.LastOffset}
 		}
 	}
 	return out, nil
+}
+
+// RecordTime returns the timestamp of the record at offset of a
+// partition: its producer's create time, or the broker's append time on a
+// topic so configured. It reads one record batch.
+func RecordTime(ctx context.Context, client *kafka.Client, topic string, partition int, offset int64) (time.Time, error) {
+	res, err := client.Fetch(ctx, &kafka.FetchRequest{Topic: topic, Partition: partition, Offset: offset,
+		MinBytes: 1, MaxBytes: 1, MaxWait: 100 * time.Millisecond})
+	if err == nil {
+		err = res.Error
+	}
+	if err != nil {
+		return time.Time{}, fmt.Errorf("cannot fetch %s/%d at %d: %w", topic, partition, offset, err)
+	}
+	for {
+		r, err := res.Records.ReadRecord()
+		if err != nil {
+			return time.Time{}, fmt.Errorf("cannot read %s/%d at %d: %w", topic, partition, offset, err)
+		}
+		if r.Offset >= offset {
+			return r.Time, nil
+		}
+	}
 }
 
 func (l *LagMonitor) measure(ctx context.Context, client *kafka.Client, group string, topics []string) error {

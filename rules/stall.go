@@ -1,0 +1,145 @@
+package rules
+
+import (
+	"cmp"
+	"context"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"citywatch/internal/kafkaio"
+)
+
+// stallWatch finds input that exists but that the rules cannot see yet,
+// so that it does not come late when it arrives.
+//
+// A consumer group member that dies without leaving keeps its partitions
+// until its session times out (kafka.session_timeout, 30 s by default),
+// while the other members go on with theirs. When that member was one of
+// several ingest processes, the events of its raw partitions reach the
+// rules half a minute after those of every other partition, which carried
+// the watermark on meanwhile: with 5 s of lateness they all came late and
+// raised nothing. The same holds for the rules' own group when a restarted
+// process shares it for a while with its dead predecessor.
+//
+// So every tick the watch reads, from the brokers, where the upstream
+// group (ingest) and the role's own group stand. A partition is stalled
+// when it has messages its group has not committed and its committed
+// offset has not moved since the previous poll (and, in the role's own
+// group, the role has delivered nothing of it meanwhile: those are its own
+// partitions). The record time of the first message a stalled partition
+// holds back (when its producer, a device or ingest, wrote it) is the
+// hold: the watermark may not pass it, by events of other partitions or by
+// the clock, so that the events behind it are judged late by their own
+// delay and not by the stall. A stall is found within two polls, well
+// inside the allowed lateness, so the watermark cannot have run far ahead.
+//
+// A hold is never further back than maxHold from now: a partition that
+// stays stalled (a group nobody consumes any more) then delays the timers
+// by maxHold at most, and its events, when they come, are late beyond it.
+// A false stall (a quiet partition whose one new message is not committed
+// yet) holds at that message's time, about now, which costs nothing.
+type stallWatch struct {
+	client  *kafka.Client
+	sources []stallSource
+	maxHold time.Duration
+
+	prevPoll time.Time
+	last     map[stallPart]int64      // committed offset at the previous poll
+	stamps   map[stallPart]stallStamp // record time at a stalled offset
+}
+
+// stallSource is a consumer group whose input the rules wait for.
+type stallSource struct {
+	group  string
+	topics []string
+	// own is the role's own group: partitions the role delivered since
+	// the previous poll are its own, not stalled.
+	own bool
+}
+
+type stallPart struct {
+	group     string
+	topic     string
+	partition int
+}
+
+type stallStamp struct {
+	offset int64
+	t      time.Time
+}
+
+// stallReport is the answer of one poll.
+type stallReport struct {
+	upstreamLag int64     // messages the upstream group has not committed
+	stalled     int       // stalled partitions
+	hold        time.Time // the time the watermark may not pass; zero: none
+}
+
+func newStallWatch(client *kafka.Client, maxHold time.Duration, sources ...stallSource) *stallWatch {
+	return &stallWatch{client: client, sources: sources, maxHold: maxHold,
+		last: map[stallPart]int64{}, stamps: map[stallPart]stallStamp{}}
+}
+
+// poll reads the groups' positions at now. delivered reports whether the
+// role delivered a message of partition p of its input since a time. When
+// a group's positions cannot be read, ok is false and the caller keeps
+// its previous answer: the brokers are then likely out of reach for the
+// input too. A record time that cannot be read leaves its partition out
+// of the hold; err then says why.
+func (w *stallWatch) poll(ctx context.Context, now time.Time, delivered func(p int, since time.Time) bool) (rep stallReport, ok bool, err error) {
+	positions := make([]map[string]map[int]kafkaio.Position, len(w.sources))
+	for i, src := range w.sources {
+		pos, err := kafkaio.Positions(ctx, w.client, src.group, src.topics)
+		if err != nil {
+			return rep, false, err
+		}
+		positions[i] = pos
+	}
+	seen := make(map[stallPart]bool, len(w.last))
+	for i, src := range w.sources {
+		var lag int64 // of this source
+		for topic, ps := range positions[i] {
+			for p, x := range ps {
+				k := stallPart{src.group, topic, p}
+				seen[k] = true
+				lag += x.Lag()
+				prev, known := w.last[k]
+				w.last[k] = x.Committed
+				if x.Lag() == 0 || !known || prev != x.Committed ||
+					src.own && delivered(p, w.prevPoll) {
+					delete(w.stamps, k)
+					continue
+				}
+				st, ok := w.stamps[k]
+				if !ok || st.offset != x.Committed {
+					t, terr := kafkaio.RecordTime(ctx, w.client, topic, p, x.Committed)
+					if terr != nil {
+						err = cmp.Or(err, terr)
+						continue
+					}
+					st = stallStamp{x.Committed, t}
+					w.stamps[k] = st
+				}
+				rep.stalled++
+				if rep.hold.IsZero() || st.t.Before(rep.hold) {
+					rep.hold = st.t
+				}
+			}
+		}
+		if !src.own {
+			rep.upstreamLag += lag
+		}
+	}
+	for k := range w.last {
+		if !seen[k] {
+			delete(w.last, k)
+			delete(w.stamps, k)
+		}
+	}
+	w.prevPoll = now
+	if floor := now.Add(-w.maxHold); !rep.hold.IsZero() && rep.hold.Before(floor) {
+		rep.hold = floor
+	}
+	return rep, true, err
+}
