@@ -16,8 +16,9 @@ import (
 // BenchmarkTrends30Days needs tens of millions of rows, so it runs only when
 // asked: go test -run '^$' -bench Trends30Days -benchtime 5x ./store/ -args -trend.rows 100000000
 var (
-	trendRows = flag.Int64("trend.rows", 0, "events that BenchmarkTrends30Days stores over 30 days (0: skip it)")
-	trendKeep = flag.Bool("trend.keep", false, "keep BenchmarkTrends30Days's database for the next run")
+	trendRows  = flag.Int64("trend.rows", 0, "events that BenchmarkTrends30Days stores over 30 days (0: skip it)")
+	trendKeep  = flag.Bool("trend.keep", false, "keep BenchmarkTrends30Days's database for the next run")
+	trendEdges = flag.Bool("trend.edges", false, "store only the first and last of BenchmarkTrends30Days's days as rows, the days between as rollups")
 )
 
 // trendStart is the first instant of the benchmark's 30 days: midnight of
@@ -33,7 +34,10 @@ const trendDays = 30
 // a day with three messages each (the firing one twice), a dispatch of 5
 // messages for 90 % of them (the rest escalated), and one close in the
 // audit log per alert. The database is made once per row count and, with
-// -trend.keep, kept for the next run.
+// -trend.keep, kept for the next run. With -trend.edges only the first
+// and the last day are rows and the days between are rollups (see
+// trendData), so that a city's full rate fits the disk; the queries read
+// rows only for the parts of a range that are not whole hours.
 //
 // The base/ sub-benchmarks time the queries the rollups replaced (the base
 // tables with FINAL) and report the largest relative difference of the
@@ -116,6 +120,9 @@ func BenchmarkTrends30Days(b *testing.B) {
 			b.ReportMetric(relErr(want, got), "rel_err")
 		}
 	}
+	if *trendEdges {
+		return // the base tables hold two of the days
+	}
 	b.Run("base/alerts/day/district", base(baseAlertsTrend, db.AlertsTrend, with("day", "district")))
 	b.Run("base/events/hour", base(baseEventsTrend, db.EventsTrend, with("hour", "")))
 	b.Run("base/events/day", base(baseEventsTrend, db.EventsTrend, with("day", "")))
@@ -154,6 +161,9 @@ func trendDB(b *testing.B, rows int64) *store.DB {
 	b.Helper()
 	cfg := chtest.Config(b) // the server, and the skip or failure without it
 	cfg.Database = fmt.Sprintf("citywatch_bench_trends_%d", rows)
+	if *trendEdges {
+		cfg.Database += "_edges"
+	}
 	ctx := context.Background()
 	db, err := store.Open(ctx, cfg)
 	if err != nil {
@@ -185,7 +195,7 @@ func trendDB(b *testing.B, rows int64) *store.DB {
 		b.Fatal(err)
 	}
 	start := time.Now()
-	for _, s := range trendData(rows) {
+	for _, s := range trendData(rows, *trendEdges) {
 		t0 := time.Now()
 		if err := db.Conn().Exec(ctx, strings.ReplaceAll(s, "{db}", "`"+cfg.Database+"`")); err != nil {
 			b.Fatalf("%s: %v", s, err)
@@ -200,45 +210,75 @@ func trendDB(b *testing.B, rows int64) *store.DB {
 }
 
 // trendData returns the statements that generate the benchmark's data.
-func trendData(rows int64) []string {
+// With edges, only the first and the last day are stored as rows; the
+// days between go straight into the hourly rollups, as the materialized
+// views would have written them from the same rows.
+func trendData(rows int64, edges bool) []string {
 	const secs = trendDays * 86400
 	start := fmt.Sprint(trendStart.Unix())
 	var stmts []string
-	// chunks returns INSERTs of n rows of sel, numbered by n from 0, a
-	// few million at a time.
-	chunks := func(insert, sel string, n int64) {
-		const chunk = 10_000_000
-		for off := int64(0); off < n; off += chunk {
-			stmts = append(stmts, fmt.Sprintf("%s SELECT %s FROM (SELECT number + %d AS n FROM numbers(%d))", insert, sel, off, min(chunk, n-off)))
+	// parts returns the ranges of row numbers of a table of n rows stored
+	// as rows, and the range that goes straight into its rollup.
+	parts := func(n int64) (raw [][2]int64, rolled [2]int64) {
+		if !edges {
+			return [][2]int64{{0, n}}, [2]int64{}
+		}
+		day := n / trendDays
+		return [][2]int64{{0, day}, {n - day, n}}, [2]int64{day, n - day}
+	}
+	// chunks returns INSERTs of the rows numbered lo to hi of sel, a few
+	// million at a time; an INSERT of a rollup takes more at a time.
+	chunks := func(insert, sel string, lo, hi, chunk int64) {
+		for off := lo; off < hi; off += chunk {
+			stmts = append(stmts, fmt.Sprintf(insert, fmt.Sprintf("SELECT %s FROM (SELECT number + %d AS n FROM numbers(%d))", sel, off, min(chunk, hi-off))))
 		}
 	}
 	at := func(n int64) string { // the time of the n-th of n rows
 		return fmt.Sprintf("toDateTime(%s + intDiv(n * %d, %d), 'UTC')", start, secs, n)
 	}
+	const rowChunk, rollupChunk = 10_000_000, 50_000_000
 
 	nEvents, nHealth := rows*80/100, rows*18/100
 	nFuel := rows - nEvents - nHealth
-	events := func(ingest string) string {
-		return `concat('ev-', toString(n)) AS id,
+	eventKey := `concat('ev-', toString(n)) AS id,
 			multiIf(n % 80 < 35, 'checkpoint.pass', n % 80 < 65, 'camera.detection', n % 80 < 71, 'patrol.position',
-				n % 80 < 75, 'drone.telemetry', n % 80 < 78, 'drone.detection', 'patrol.status') AS type,
-			concat('dev-', toString(cityHash64(n) % 28200)) AS device_id, ` + at(nEvents) + ` AS time, toUInt16(n % 1000) AS time_ms,
+				n % 80 < 75, 'drone.telemetry', n % 80 < 78, 'drone.detection', 'patrol.status') AS type, ` + at(nEvents) + ` AS time`
+	events := func(ingest string) string {
+		return eventKey + `, concat('dev-', toString(cityHash64(n) % 28200)) AS device_id, toUInt16(n % 1000) AS time_ms,
 			32.0 + (cityHash64(n) % 10000) / 20000 AS lat, 111.9 + (cityHash64(n, 1) % 10000) / 20000 AS lon,
 			if(n % 80 < 65, concat('鄂F', toString(n % 100000)), '') AS plate, 0.9 AS confidence, time + ` + ingest + ` AS ingested_at`
 	}
-	const eventsInsert = "INSERT INTO {db}.events (id, type, device_id, time, time_ms, lat, lon, plate, confidence, ingested_at)"
-	chunks(eventsInsert, events("2"), nEvents)
+	const eventsInsert = "INSERT INTO {db}.events (id, type, time, device_id, time_ms, lat, lon, plate, confidence, ingested_at) %s"
+	raw, rolled := parts(nEvents)
+	for _, r := range raw {
+		chunks(eventsInsert, events("2"), r[0], r[1], rowChunk)
+	}
+	chunks("INSERT INTO {db}.events_hourly (hour, type, ids) SELECT toStartOfHour(time) AS hour, type, uniqCombinedState(15)(id) AS ids FROM (%s) GROUP BY hour, type",
+		eventKey, rolled[0], rolled[1], rollupChunk)
 	// The sink replays the first 1 % after a crash, an hour later.
-	stmts = append(stmts, fmt.Sprintf("%s SELECT %s FROM (SELECT number AS n FROM numbers(%d))", eventsInsert, events("3600"), nEvents/100))
+	stmts = append(stmts, fmt.Sprintf(eventsInsert, fmt.Sprintf("SELECT %s FROM (SELECT number AS n FROM numbers(%d))", events("3600"), nEvents/100)))
 
-	chunks("INSERT INTO {db}.device_health (id, type, device_id, time, time_ms, status, ingested_at)", `concat('h-', toString(n)) AS id,
+	health := `concat('h-', toString(n)) AS id,
 		if(n % 6 = 0, 'camera.health', 'device.heartbeat') AS type, concat('dev-', toString(n % 28200)) AS device_id,
-		`+at(nHealth)+` AS time, toUInt16(n % 1000) AS time_ms,
-		if(n % 6 = 0, ['ok', 'video_loss', 'tampering', 'offline'][intDiv(n, 6) % 4 + 1], '') AS status, time + 2 AS ingested_at`, nHealth)
+		` + at(nHealth) + ` AS time, if(n % 6 = 0, ['ok', 'video_loss', 'tampering', 'offline'][intDiv(n, 6) % 4 + 1], '') AS status`
+	raw, rolled = parts(nHealth)
+	for _, r := range raw {
+		chunks("INSERT INTO {db}.device_health (id, type, device_id, time, status, time_ms, ingested_at) %s",
+			health+`, toUInt16(n % 1000) AS time_ms, time + 2 AS ingested_at`, r[0], r[1], rowChunk)
+	}
+	chunks(`INSERT INTO {db}.health_hourly (hour, type, status, ids, devices) SELECT toStartOfHour(time) AS hour, type, status,
+		uniqCombinedState(15)(id) AS ids, uniqCombinedState(15)(device_id) AS devices FROM (%s) GROUP BY hour, type, status`,
+		health, rolled[0], rolled[1], rollupChunk)
 
-	chunks("INSERT INTO {db}.fuel_purchases (id, device_id, time, time_ms, station_id, fuel, volume_l, ingested_at)", `concat('f-', toString(n)) AS id,
-		concat('fuel-', toString(n % 1500)) AS device_id, `+at(nFuel)+` AS time, toUInt16(n % 1000) AS time_ms,
-		concat('st-', toString(n % 1500)) AS station_id, '92' AS fuel, 25.0 AS volume_l, time + 2 AS ingested_at`, nFuel)
+	fuel := `concat('f-', toString(n)) AS id, ` + at(nFuel) + ` AS time`
+	raw, rolled = parts(nFuel)
+	for _, r := range raw {
+		chunks("INSERT INTO {db}.fuel_purchases (id, time, device_id, time_ms, station_id, fuel, volume_l, ingested_at) %s",
+			fuel+`, concat('fuel-', toString(n % 1500)) AS device_id, toUInt16(n % 1000) AS time_ms,
+		concat('st-', toString(n % 1500)) AS station_id, '92' AS fuel, 25.0 AS volume_l, time + 2 AS ingested_at`, r[0], r[1], rowChunk)
+	}
+	chunks(`INSERT INTO {db}.events_hourly (hour, type, ids) SELECT toStartOfHour(time) AS hour, 'fuel.purchase' AS type,
+		uniqCombinedState(15)(id) AS ids FROM (%s) GROUP BY hour, type`, fuel, rolled[0], rolled[1], rollupChunk)
 
 	// Alerts: the i-th of nAlerts, its rule, district, circle and tier as
 	// SQL of i, shared by the alerts, dispatches and audit tables.
