@@ -1,11 +1,16 @@
 package rules
 
 import (
+	"fmt"
+	"log/slog"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/segmentio/kafka-go"
 
+	"citywatch/event"
 	"citywatch/internal/kafkaio"
 	"citywatch/internal/kafkaio/kafkatest"
 )
@@ -97,3 +102,120 @@ func TestStallWatch(t *testing.T) {
 type partitionOf struct{}
 
 func (partitionOf) Balance(m kafka.Message, _ ...int) int { return m.Partition }
+
+// TestRoleWaitsForStalledUpstream is the case stallWatch is for: a raw
+// partition that ingest's group holds without moving (a dead member
+// awaiting its session timeout) while other devices' events carry event
+// time 20 s on. The stalled device's fight, delivered afterwards with the
+// time it happened, raises its alert; without the upstream group to watch
+// it is late and raises nothing.
+func TestRoleWaitsForStalledUpstream(t *testing.T) {
+	for _, tc := range []struct {
+		upstream  string
+		wantAlert bool
+	}{
+		{"", true},
+		{"none", false},
+	} {
+		t.Run("upstream="+tc.upstream, func(t *testing.T) {
+			h := newRoleHarness(t)
+			t0 := time.Now().Truncate(time.Millisecond)
+			w := h.kc.NewWriter()
+			defer w.Close()
+			w.Balancer = partitionOf{}
+			// The raw message the fight will come from, never committed by
+			// ingest's group in this test.
+			if err := w.WriteMessages(t.Context(), kafka.Message{Topic: h.kc.Topic(kafkaio.TopicCamera), Value: []byte("{}"), Time: t0}); err != nil {
+				t.Fatal(err)
+			}
+
+			reg := prometheus.NewRegistry()
+			r, err := NewRole(RoleConfig{Upstream: tc.upstream}, Config{}, h.kc, testPseudonymizer(t), nil, reg, kafkaio.NewMetrics(reg), slog.New(slog.NewTextHandler(testWriter{t}, nil)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.tickEvery = 100 * time.Millisecond
+			stop, _ := h.start(r)
+			defer stop()
+			if tc.upstream == "" {
+				waitUntil(t, "the stall seen", func() bool { return testutil.ToFloat64(r.metrics.stalled) >= 1 })
+			}
+
+			dec := event.Decoder{Now: func() time.Time { return t0.Add(time.Hour) }}
+			normalised := func(at time.Duration, device, fields string) kafka.Message {
+				raw := fmt.Sprintf(`{"id":"%s-%d","time":%q,"type":"%s","device_id":%q,"lat":32.02,"lon":112.12%s}`,
+					device, at, t0.Add(at).Format(time.RFC3339Nano), map[bool]string{true: "camera.detection", false: "device.heartbeat"}[fields != ""], device, fields)
+				var e event.Event
+				if err := dec.Decode([]byte(raw), &e); err != nil {
+					t.Fatalf("%s: %v", raw, err)
+				}
+				// The record time is when ingest took it: with the device's
+				// time for the others, long after it for the fight.
+				rec := t0.Add(at)
+				if fields != "" {
+					rec = time.Now()
+				}
+				return kafka.Message{Topic: h.kc.Topic(kafkaio.TopicEvents), Key: []byte(device), Value: event.AppendJSON(nil, &e), Time: rec}
+			}
+			var others []kafka.Message
+			for s := time.Second; s <= 20*time.Second; s += time.Second {
+				m := normalised(s, "cam-other", "")
+				m.Partition = int(s/time.Second) % h.kc.Partitions
+				others = append(others, m)
+			}
+			if err := w.WriteMessages(t.Context(), others...); err != nil {
+				t.Fatal(err)
+			}
+			waitUntil(t, "the other devices' events read", func() bool {
+				lag, err := kafkaio.Lag(t.Context(), h.kc.Client(), r.Group(), r.Topics())
+				if err != nil {
+					return false
+				}
+				for _, ps := range lag {
+					for _, n := range ps {
+						if n > 0 {
+							return false
+						}
+					}
+				}
+				return true
+			})
+
+			fight := normalised(100*time.Millisecond, "cam-fight", `,"camera_class":"A","object":"person","behavior":"fight","confidence":0.9`)
+			if err := w.WriteMessages(t.Context(), fight); err != nil {
+				t.Fatal(err)
+			}
+			raised := func() bool {
+				for _, a := range h.alerts() {
+					if a.Rule == "camera.violence" {
+						return true
+					}
+				}
+				return false
+			}
+			if tc.wantAlert {
+				waitUntil(t, "the fight's alert", raised)
+				if late := testutil.ToFloat64(r.metrics.late); late != 0 {
+					t.Errorf("%v events late", late)
+				}
+				return
+			}
+			waitUntil(t, "the fight counted late", func() bool { return testutil.ToFloat64(r.metrics.late) == 1 })
+			if raised() {
+				t.Error("the late fight raised an alert")
+			}
+		})
+	}
+}
+
+// waitUntil polls f for up to 20 s.
+func waitUntil(t *testing.T, what string, f func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !f() {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s within 20 s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
