@@ -59,8 +59,8 @@ func BenchmarkTrends30Days(b *testing.B) {
 		q.Bucket, q.By = bucket, by
 		return q
 	}
-	// A range that starts and ends within an hour, as the web role's
-	// "last 30 days" does.
+	// A range that starts and ends within an hour, as an API caller's may
+	// (the web role's default ranges end on the hour).
 	unaligned := with("day", "")
 	unaligned.From, unaligned.To = unaligned.From.Add(17*time.Minute), unaligned.To.Add(-23*time.Minute)
 
