@@ -78,11 +78,34 @@ func TestStallWatch(t *testing.T) {
 	poll(stallReport{upstreamLag: 2, stalled: 1, hold: base.Add(time.Second)}) // partition 0 stands at offset 1
 	poll(stallReport{upstreamLag: 2, stalled: 1, hold: base.Add(time.Second)})
 	commit("up", map[int]int64{0: 2})
-	poll(stallReport{upstreamLag: 1}) // it moved
+	// It moves again but is still behind: it holds at its first waiting
+	// message until that is about now or nothing waits.
+	poll(stallReport{upstreamLag: 1, stalled: 1, hold: base.Add(2 * time.Second)})
 	poll(stallReport{upstreamLag: 1, stalled: 1, hold: base.Add(2 * time.Second)})
 	commit("up", map[int]int64{0: 3})
 	poll(stallReport{})
 	poll(stallReport{}) // all committed: nothing to wait for
+	// A partition that moves and was never stalled does not hold.
+	if err := w.WriteMessages(t.Context(),
+		kafka.Message{Topic: topic, Partition: 0, Value: []byte("x"), Time: base.Add(3 * time.Second)},
+		kafka.Message{Topic: topic, Partition: 0, Value: []byte("x"), Time: base.Add(4 * time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	commit("up", map[int]int64{0: 4})
+	poll(stallReport{upstreamLag: 1})
+	commit("up", map[int]int64{0: 5})
+	poll(stallReport{})
+	// One that catches up to about now stops holding while it still lags.
+	if err := w.WriteMessages(t.Context(),
+		kafka.Message{Topic: topic, Partition: 0, Value: []byte("x"), Time: base.Add(5 * time.Second)},
+		kafka.Message{Topic: topic, Partition: 0, Value: []byte("x"), Time: now.Add(time.Second)},
+		kafka.Message{Topic: topic, Partition: 0, Value: []byte("x"), Time: now}); err != nil {
+		t.Fatal(err)
+	}
+	poll(stallReport{upstreamLag: 3, stalled: 1, hold: base.Add(5 * time.Second)})
+	commit("up", map[int]int64{0: 6})
+	poll(stallReport{upstreamLag: 2})
+	commit("up", map[int]int64{0: 8})
 
 	// The role's own group: a partition it delivers is its own.
 	sw = newStallWatch(client, time.Hour, stallSource{group: "own", topics: []string{topic}, own: true})
