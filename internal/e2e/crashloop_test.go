@@ -32,6 +32,7 @@ var (
 	crashSeed       = flag.Uint64("crashloop.seed", 0, "seed of TestCrashLoop's city, kills and probes; 0 draws one (logged)")
 	crashRace       = flag.Bool("crashloop.race", false, "build TestCrashLoop's role processes with the race detector")
 	crashKeep       = flag.String("crashloop.keep", "", "directory where TestCrashLoop leaves the roles' logs, truth.json, alerts.jsonl and dispatches.jsonl")
+	crashLateness   = flag.Duration("crashloop.lateness", 30*time.Second, "the rules' allowed lateness in TestCrashLoop (see crashConfig)")
 )
 
 const (
@@ -133,7 +134,7 @@ func TestCrashLoop(t *testing.T) {
 	files := map[string][]byte{
 		"hotlist.csv":   sc.HotlistCSV(),
 		"watchlist.csv": sc.WatchlistCSV(),
-		"config.yaml":   fmt.Appendf(nil, crashConfig, crashPartitions, crashSessionTimeout, crashRebalanceTimeout, crashWorkers, crashAcceptTimeout, crashWorkers),
+		"config.yaml":   fmt.Appendf(nil, crashConfig, crashPartitions, crashSessionTimeout, crashRebalanceTimeout, crashWorkers, *crashLateness, crashAcceptTimeout, crashWorkers),
 	}
 	for name, b := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
