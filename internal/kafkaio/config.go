@@ -112,7 +112,13 @@ func (c *Config) SetDefaults() {
 		c.RebalanceTimeout = 30 * time.Second
 	}
 	if c.BatchSize == 0 {
-		c.BatchSize = 2000
+		// kafka-go gives every partition's batch room for BatchSize
+		// messages up front (152 bytes each), however few it carries.
+		// At 10,000 events/s, 256 rather than 2,000 took the median of
+		// five paired runs of produced→alert from p50 8.1 ms and p99
+		// 28.5 ms to 4.5 ms and 22.9 ms, and left the end-to-end rate
+		// at 100,000/s offered unchanged (BENCHMARKS.md).
+		c.BatchSize = 256
 	}
 	if c.BatchBytes == 0 {
 		c.BatchBytes = 4 << 20
