@@ -67,16 +67,24 @@ func Config(t testing.TB) store.Config {
 		t.Skip(msg)
 	}
 	t.Cleanup(func() {
-		if err := exec(cfg, "DROP DATABASE IF EXISTS `"+cfg.Database+"`"); err != nil {
+		// 18.16 drops a table only once its running merges stop, which
+		// after a test that inserted many parts takes longer than a query.
+		if err := execWithin(cfg, "DROP DATABASE IF EXISTS `"+cfg.Database+"`", dropTimeout); err != nil {
 			t.Errorf("chtest: cannot drop database %s: %v", cfg.Database, err)
 		}
 	})
 	return cfg
 }
 
+// dropTimeout bounds the drop of a test's database.
+const dropTimeout = 2 * time.Minute
+
 // exec runs one statement on a connection of its own, closed before it
 // returns so that tests checking for goroutine leaks see none.
-func exec(cfg store.Config, stmt string) error {
+func exec(cfg store.Config, stmt string) error { return execWithin(cfg, stmt, timeout) }
+
+// execWithin is exec bounded by d.
+func execWithin(cfg store.Config, stmt string, d time.Duration) error {
 	conn, err := clickhouse.Open(&clickhouse.Options{
 		Addr:        cfg.Addr,
 		Auth:        clickhouse.Auth{Username: cfg.User, Password: cfg.Password},
@@ -86,7 +94,7 @@ func exec(cfg store.Config, stmt string) error {
 		return err
 	}
 	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	return conn.Exec(ctx, stmt)
 }
