@@ -183,16 +183,11 @@ func eventsByID(t *testing.T, kc kafkaio.Config) (map[string][]string, map[int]i
 
 func inputLag(t *testing.T, kc kafkaio.Config) int64 {
 	t.Helper()
-	topic := kc.Topic(kafkaio.TopicCamera)
-	lag, err := kafkaio.Lag(t.Context(), kc.Client(), "citywatch-ingest", []string{topic})
+	lag, err := kafkaio.TotalLag(t.Context(), kc.Client(), "citywatch-ingest", []string{kc.Topic(kafkaio.TopicCamera)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var sum int64
-	for _, n := range lag[topic] {
-		sum += n
-	}
-	return sum
+	return lag
 }
 
 // committedInput returns the ids of the heartbeats on citywatch.camera

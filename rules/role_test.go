@@ -137,13 +137,7 @@ func (h *roleHarness) produceLive(evs []event.Event, group string) {
 		evs = evs[n:]
 		deadline := time.Now().Add(10 * time.Second)
 		for {
-			lag, err := kafkaio.Lag(h.t.Context(), h.kc.Client(), group, []string{h.kc.Topic(kafkaio.TopicEvents)})
-			var sum int64
-			for _, ps := range lag {
-				for _, n := range ps {
-					sum += n
-				}
-			}
+			sum, err := kafkaio.TotalLag(h.t.Context(), h.kc.Client(), group, []string{h.kc.Topic(kafkaio.TopicEvents)})
 			if err == nil && sum == 0 {
 				break
 			}

@@ -718,15 +718,11 @@ func (t *soakTrimmer) lag(ctx context.Context) int64 {
 	client := t.kc.Client()
 	var n int64
 	for group, topics := range t.groups {
-		lag, err := kafkaio.Lag(ctx, client, group, topics)
+		lag, err := kafkaio.TotalLag(ctx, client, group, topics)
 		if err != nil {
 			return -1
 		}
-		for _, ps := range lag {
-			for _, l := range ps {
-				n += l
-			}
-		}
+		n += lag
 	}
 	return n
 }

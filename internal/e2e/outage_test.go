@@ -5,7 +5,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -112,7 +111,9 @@ func freePort(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+// counterValue sums the series of metric name in reg whose labels include
+// the name-value pairs of labels.
+func counterValue(t *testing.T, reg *prometheus.Registry, name string, labels ...string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
@@ -124,10 +125,26 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
-			sum += metricValue(m)
+			if hasLabels(m, labels) {
+				sum += metricValue(m)
+			}
 		}
 	}
 	return sum
+}
+
+// hasLabels reports whether m carries every name-value pair of labels.
+func hasLabels(m *dto.Metric, labels []string) bool {
+	for i := 0; i+1 < len(labels); i += 2 {
+		found := false
+		for _, l := range m.GetLabel() {
+			found = found || l.GetName() == labels[i] && l.GetValue() == labels[i+1]
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
 }
 
 func metricValue(m *dto.Metric) float64 {
@@ -170,7 +187,7 @@ func TestClickHouseOutageUnderLoad(t *testing.T) {
 	}
 	server, chCfg := startLocalServer(t)
 	ctx := t.Context()
-	p := outagePipeline(t, chCfg, outageBroker(t))
+	p := newPipelineOn(t, chCfg, outageBroker(t))
 	db := p.openDB(ctx)
 
 	inCfg := ingest.Config{Workers: 2}
@@ -270,7 +287,7 @@ func TestClickHouseOutageUnderLoad(t *testing.T) {
 	var samples []outageSample
 	sample := func(now time.Time) {
 		s := outageSample{at: now.Sub(outageStart), heapLive: outageLiveHeap()}
-		s.consumed = outageGroupCounter(t, p.reg, "citywatch_kafka_consumed_messages_total", sinkCfg.Group)
+		s.consumed = counterValue(t, p.reg, "citywatch_kafka_consumed_messages_total", "group", sinkCfg.Group)
 		s.written = counterValue(t, sinkReg, "citywatch_sink_rows_written_total")
 		s.skipped = counterValue(t, sinkReg, "citywatch_sink_undecodable_dropped_total")
 		s.lag = outageLag(ctx, p.kc, sinkCfg.Group, sink.Topics())
@@ -378,62 +395,14 @@ func outageLiveHeap() uint64 {
 	return s[0].Value.Uint64()
 }
 
-// outageGroupCounter sums the series of counter name in reg whose group
-// label is group.
-func outageGroupCounter(t *testing.T, reg *prometheus.Registry, name, group string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "group" && l.GetValue() == group {
-					sum += metricValue(m)
-				}
-			}
-		}
-	}
-	return sum
-}
-
 // outageLag returns the total lag of group on topics, or -1 when the
 // broker does not answer.
 func outageLag(ctx context.Context, kc kafkaio.Config, group string, topics []string) int64 {
-	lag, err := kafkaio.Lag(ctx, kc.Client(), group, topics)
+	n, err := kafkaio.TotalLag(ctx, kc.Client(), group, topics)
 	if err != nil {
 		return -1
 	}
-	var n int64
-	for _, ps := range lag {
-		for _, l := range ps {
-			n += l
-		}
-	}
 	return n
-}
-
-// outagePipeline is newPipeline with the broker at kc instead of one of
-// its own.
-func outagePipeline(t *testing.T, chCfg store.Config, kc kafkaio.Config) *pipeline {
-	t.Helper()
-	logs := &syncBuffer{}
-	reg := prometheus.NewRegistry()
-	p := &pipeline{
-		t: t, kc: kc, chCfg: chCfg, reg: reg,
-		km:   kafkaio.NewMetrics(reg),
-		logs: logs,
-		log:  slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		key:  []byte("test-pseudonym-key-0123456789abcdef"),
-	}
-	p.writer = kc.NewWriter()
-	t.Cleanup(func() { p.writer.Close() })
-	return p
 }
 
 // TestOutageBrokerProcess is not a test of its own: it is the broker of

@@ -71,7 +71,7 @@ func TestOverloadDegradesByLag(t *testing.T) {
 	// the detector.
 	kc := kafkatest.Broker(t, 4)
 	kc.Compression = "none"
-	p := outagePipeline(t, chtest.Config(t), kc)
+	p := newPipelineOn(t, chtest.Config(t), kc)
 	db := p.openDB(ctx)
 
 	inCfg := ingest.Config{Workers: 2}

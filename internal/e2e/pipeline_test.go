@@ -67,7 +67,12 @@ type pipeline struct {
 
 func newPipeline(t *testing.T, chCfg store.Config) *pipeline {
 	t.Helper()
-	kc := kafkatest.Broker(t, 4)
+	return newPipelineOn(t, chCfg, kafkatest.Broker(t, 4))
+}
+
+// newPipelineOn is newPipeline with the broker at kc.
+func newPipelineOn(t *testing.T, chCfg store.Config, kc kafkaio.Config) *pipeline {
+	t.Helper()
 	logs := &syncBuffer{}
 	reg := prometheus.NewRegistry()
 	p := &pipeline{

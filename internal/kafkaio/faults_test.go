@@ -305,15 +305,11 @@ func consume(t *testing.T, c Config, group, topic string, m *Metrics, log *slog.
 
 func lagOf(t *testing.T, c Config, group, topic string) int64 {
 	t.Helper()
-	lag, err := Lag(t.Context(), c.Client(), group, []string{topic})
+	lag, err := TotalLag(t.Context(), c.Client(), group, []string{topic})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var sum int64
-	for _, n := range lag[topic] {
-		sum += n
-	}
-	return sum
+	return lag
 }
 
 // values returns what h flushed, as a sorted list of numbers.

@@ -65,6 +65,22 @@ func Lag(ctx context.Context, client *kafka.Client, group string, topics []strin
 	return out, nil
 }
 
+// TotalLag returns the lag of group summed over every partition of
+// topics.
+func TotalLag(ctx context.Context, client *kafka.Client, group string, topics []string) (int64, error) {
+	pos, err := Positions(ctx, client, group, topics)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for _, ps := range pos {
+		for _, x := range ps {
+			n += x.Lag()
+		}
+	}
+	return n, nil
+}
+
 // Position is where a consumer group stands on one partition.
 type Position struct {
 	// Committed is the group's committed offset: the next message it will
