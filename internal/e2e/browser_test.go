@@ -97,8 +97,9 @@ func TestEventToBrowser(t *testing.T) {
 	// The page notes when each alert's row enters the document.
 	if err := chromedp.Do(op, chromedp.WaitVisible("#alerts"), chromedp.Evaluate[chromedp.Void](`
 		window.seenAt = {};
-		new MutationObserver(ms => { const now = Date.now(); for (const m of ms) for (const n of m.addedNodes)
-			if (n.dataset && n.dataset.id && !(n.dataset.id in window.seenAt)) window.seenAt[n.dataset.id] = now; })
+		const note = (n, now) => { if (n.dataset && n.dataset.id && !(n.dataset.id in window.seenAt)) window.seenAt[n.dataset.id] = now; };
+		new MutationObserver(ms => { const now = Date.now(); for (const m of ms) for (const n of m.addedNodes) {
+			note(n, now); if (n.querySelectorAll) for (const d of n.querySelectorAll("[data-id]")) note(d, now); } })
 			.observe(document.querySelector("#alerts"), {childList: true, subtree: true});`)); err != nil {
 		t.Fatalf("console: %v", err)
 	}
@@ -167,7 +168,15 @@ func TestEventToBrowser(t *testing.T) {
 				return lat
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("%d of %d probe alerts reached the console in 2 minutes", len(lat), len(sentAt))
+				mu.Lock()
+				raised := 0
+				for id := range sentAt {
+					if alertOf[id] != "" {
+						raised++
+					}
+				}
+				mu.Unlock()
+				t.Fatalf("%d of %d probe alerts reached the console in 2 minutes (%d raised on %s)", len(lat), len(sentAt), raised, kafkaio.TopicAlerts)
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
