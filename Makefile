@@ -67,7 +67,6 @@ bench: clickhouse-start build
 	CITYWATCH_REQUIRE_CLICKHOUSE=1 $(GO) test -count=1 -timeout 30m -run '^TestClickHouseOutageUnderLoad$$' -v ./internal/e2e/ -args -outage.duration $(OUTAGE_DURATION) -outage.rate 3250 -outage.batch-rows 10000 | tee .run/outage.txt
 	CITYWATCH_REQUIRE_CLICKHOUSE=1 $(GO) test -count=1 -run '^TestOverloadDegradesByLag$$' -v ./internal/e2e/ | tee .run/overload.txt
 	CITYWATCH_REQUIRE_CLICKHOUSE=1 $(GO) test -count=1 -run '^TestCrashLoop$$' -v -timeout 1h ./internal/e2e/ -args -crashloop.iterations 200 -crashloop.scale 0.05 -crashloop.keep $(CURDIR)/.run/crashloop | tee .run/crashloop-full.txt | grep 'crash loop (seed' | tee .run/crashloop.txt
-	CITYWATCH_REQUIRE_CLICKHOUSE=1 $(GO) test -count=1 -run '^TestCrashLoop$$' -v -timeout 1h ./internal/e2e/ -args -crashloop.iterations 60 -crashloop.scale 0.05 -crashloop.lateness 5s | tee .run/crashloop-5s-full.txt | grep 'crash loop (seed' | tee .run/crashloop-5s.txt
 	$(BIN) gateway --bench-rtp 10s | tee .run/gateway-rtp.txt
 	$(BIN) gateway --bench-viid 10s | tee .run/gateway-viid.txt
 	$(GO) test -run '^$$' -bench Feed100Clients -benchtime 5000x ./web/ | tee .run/bench-feed.txt

@@ -156,7 +156,10 @@ type worker struct {
 	pseud  *event.Pseudonymizer
 	out    []kafka.Message
 	arena  []byte
-	rej    event.Rejected
+	// hdrs backs the headers of out's events, as arena backs their
+	// bytes: one PublishedHeader each.
+	hdrs []kafka.Header
+	rej  event.Rejected
 	// ids holds the ids of the events of the open batch. They go into
 	// the shared dedupe cache only once the batch is durable (Flush): put
 	// there at Add, they made a worker that was given the same input by a
@@ -187,6 +190,7 @@ func (in *Ingest) newWorker() (*worker, error) {
 		dec:      event.Decoder{Now: in.now, MaxFuture: in.cfg.MaxFuture, MaxSize: in.cfg.MaxMessageBytes},
 		pseud:    p,
 		out:      make([]kafka.Message, 0, in.cfg.BatchSize),
+		hdrs:     make([]kafka.Header, 0, in.cfg.BatchSize),
 		ids:      make(map[idKey]struct{}, in.cfg.BatchSize),
 		arena:    make([]byte, 0, 512*in.cfg.BatchSize),
 		counters: map[counterKey]prometheus.Counter{},
@@ -238,11 +242,20 @@ func (w *worker) Add(m *kafka.Message) {
 	w.arena = append(w.arena, e.DeviceID...)
 	keyEnd := len(w.arena)
 	w.arena = event.AppendJSON(w.arena, e)
+	valueEnd := len(w.arena)
+	var hdrs []kafka.Header
+	if !m.Time.IsZero() {
+		w.arena = kafkaio.AppendPublished(w.arena, m.Time)
+		h := len(w.hdrs)
+		w.hdrs = append(w.hdrs, kafka.Header{Key: kafkaio.PublishedHeader, Value: w.arena[valueEnd:len(w.arena):len(w.arena)]})
+		hdrs = w.hdrs[h : h+1 : h+1]
+	}
 	w.out = append(w.out, kafka.Message{
-		Topic: in.eventsTopic,
-		Key:   w.arena[start:keyEnd:keyEnd],
-		Value: w.arena[keyEnd:len(w.arena):len(w.arena)],
-		Time:  w.received, // the record timestamp: when ingest accepted it
+		Topic:   in.eventsTopic,
+		Key:     w.arena[start:keyEnd:keyEnd],
+		Value:   w.arena[keyEnd:valueEnd:valueEnd],
+		Headers: hdrs,
+		Time:    w.received, // the record timestamp: when ingest accepted it
 	})
 	w.counter(counterKey{topic: m.Topic, kind: 0, t: e.Type}).Inc()
 }
@@ -329,6 +342,8 @@ func (w *worker) Flush(ctx context.Context) error {
 	clear(w.ids)
 	clear(w.out) // drop references into arena
 	w.out = w.out[:0]
+	clear(w.hdrs)
+	w.hdrs = w.hdrs[:0]
 	w.arena = w.arena[:0]
 	w.in.metrics.dedupeEntries.Set(float64(w.in.dedupe.Len()))
 	return nil

@@ -29,6 +29,11 @@ func (r *recorder) WriteMessages(_ context.Context, msgs ...kafka.Message) error
 	for _, m := range msgs {
 		m.Key = append([]byte(nil), m.Key...)
 		m.Value = append([]byte(nil), m.Value...)
+		hs := make([]kafka.Header, len(m.Headers))
+		for i, h := range m.Headers {
+			hs[i] = kafka.Header{Key: h.Key, Value: append([]byte(nil), h.Value...)}
+		}
+		m.Headers = hs
 		r.msgs = append(r.msgs, m)
 	}
 	return nil
@@ -72,7 +77,8 @@ func TestWorkerRoutes(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			rec.msgs = nil
-			w.Add(&kafka.Message{Topic: tt.topic, Key: []byte("k"), Value: []byte(tt.value), Offset: 7})
+			published := time.Now().Add(-time.Minute).Truncate(time.Millisecond)
+			w.Add(&kafka.Message{Topic: tt.topic, Key: []byte("k"), Value: []byte(tt.value), Offset: 7, Time: published})
 			if err := w.Flush(t.Context()); err != nil {
 				t.Fatal(err)
 			}
@@ -86,6 +92,12 @@ func TestWorkerRoutes(t *testing.T) {
 				t.Fatalf("wrote %v, want one message to %s", rec.msgs, tt.wantTo)
 			}
 			out := rec.msgs[0].Value
+			// An event carries when its raw message was published, for
+			// the rules' restart replay.
+			got, ok := kafkaio.Published(&rec.msgs[0])
+			if wantHeader := tt.wantTo == "citywatch.internal.events"; ok != wantHeader || ok && !got.Equal(published) {
+				t.Errorf("published header %v (%v), want %v (%v)", got, ok, published, wantHeader)
+			}
 			if strings.Contains(string(out), "11010519491231002X") || strings.Contains(string(out), "张三") {
 				t.Errorf("personal data left in output: %s", out)
 			}
@@ -138,7 +150,11 @@ func BenchmarkWorker(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i += batch {
 		b.StopTimer()
-		msgs, arena = load.Append(msgs[:0], arena[:0], time.Now(), batch)
+		now := time.Now()
+		msgs, arena = load.Append(msgs[:0], arena[:0], now, batch)
+		for j := range msgs {
+			msgs[j].Time = now // as read from Kafka: the record's timestamp
+		}
 		b.StartTimer()
 		for j := range msgs {
 			w.Add(&msgs[j])

@@ -196,10 +196,7 @@ func (e *Engine) ProcessReceived(now time.Time, ev *event.Event, received time.T
 		wt = min(wt, received.UnixMilli())
 	}
 	if e.maxEvent != 0 && t < e.wm {
-		e.stats.Late++
-		if e.metrics != nil {
-			e.metrics.late.Inc()
-		}
+		e.countLate()
 		return e.flushOut()
 	}
 	e.lastInput = now
@@ -240,6 +237,14 @@ func (e *Engine) ProcessReceived(now time.Time, ev *event.Event, received time.T
 		run.st.process(&e.ctx, ev)
 	}
 	return e.flushOut()
+}
+
+// countLate counts an event that came too late to be evaluated.
+func (e *Engine) countLate() {
+	e.stats.Late++
+	if e.metrics != nil {
+		e.metrics.late.Inc()
+	}
 }
 
 // resolver is a kind that also looks at the events its filter rejects (a

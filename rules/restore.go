@@ -59,6 +59,13 @@ func (r *Role) restore(ctx context.Context) error {
 	// process's member times out first), the replayed partitions hold
 	// the watermark: what arrives meanwhile is not late (see catchUp).
 	r.catchUp.wait(start.Add(r.kc.SessionTimeout + r.kc.RebalanceTimeout))
+	// The replay's own hold ends here; from now on the watermark waits
+	// for what the stall watch finds, live. Its first poll tells whether
+	// ingest is still draining a backlog (a restart amid one).
+	r.mu.Unlock()
+	r.awaitFirstPoll(ctx)
+	r.mu.Lock()
+	r.eng.Hold(r.holdLocked(start))
 	r.scratch = r.eng.Advance(start, r.scratch[:0])
 	r.queueLocked(start, r.scratch)
 	r.log.Info("rules state restored",
@@ -250,6 +257,8 @@ func (r *Role) replay(ctx context.Context, start, since time.Time) (int, error) 
 		}
 	}
 	n := 0
+	late := r.eng.cfg.Lateness.Milliseconds()
+	var newest int64 // the newest event time replayed, as the engine counts it
 	for {
 		var next *replayCursor
 		for _, c := range cursors {
@@ -276,9 +285,30 @@ func (r *Role) replay(ctx context.Context, start, since time.Time) (int, error) 
 		if !next.recv.IsZero() && next.recv.Before(t) {
 			t = next.recv
 		}
-		r.catchUp.observe(next.pr.Partition, t.UnixMilli(), start)
-		r.eng.Hold(r.catchUp.hold(start))
-		r.scratch = r.eng.ProcessReceived(start, &next.ev, next.recv, r.scratch[:0])
+		// Within a partition the replay meets the input in the order
+		// ingest wrote it, and ingest drains a backlog partition after
+		// partition: an event that waited upstream while the rules were
+		// live came after newer events of other raw partitions, with the
+		// watermark held for it (stallWatch). The replay has no record of
+		// that hold, so it holds as far as live may have held, StallMaxHold
+		// behind the newest event. An event its device sent late, which no
+		// hold waited for, is judged late as live judged it: its raw
+		// record was published (kafkaio.PublishedHeader) more than the
+		// lateness after it happened, and it is behind the newest event by
+		// more than the lateness.
+		ms := next.ev.Time.UnixMilli()
+		if !next.pub.IsZero() && next.pub.UnixMilli()-ms > late && ms < newest-late {
+			r.eng.countLate()
+		} else {
+			newest = max(newest, t.UnixMilli())
+			r.catchUp.observe(next.pr.Partition, t.UnixMilli(), start)
+			hold := r.holdLocked(start)
+			if h := time.UnixMilli(newest).Add(-r.cfg.StallMaxHold); hold.IsZero() || h.Before(hold) {
+				hold = h
+			}
+			r.eng.Hold(hold)
+			r.scratch = r.eng.ProcessReceived(start, &next.ev, next.recv, r.scratch[:0])
+		}
 		r.queueLocked(start, r.scratch)
 		n++
 		if r.metrics != nil {
@@ -307,6 +337,7 @@ type replayCursor struct {
 	dec  event.Decoder
 	ev   event.Event
 	recv time.Time // the record time of ev: when ingest received it
+	pub  time.Time // when its raw message was published; zero: not known
 	ok   bool      // ev holds the next event
 }
 
@@ -327,6 +358,7 @@ func (c *replayCursor) advance(r *Role) error {
 			continue
 		}
 		c.recv = m.Time
+		c.pub, _ = kafkaio.Published(&m)
 		c.ok = true
 		return nil
 	}

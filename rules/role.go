@@ -169,7 +169,12 @@ type Writer = kafkaio.Writer
 //  2. The input topic is replayed from the first event of the replay
 //     horizon (Replay, by event time; earlier if the group's committed
 //     offset is earlier, so that input never processed is processed) up to
-//     its end at the start, partitions merged by event time. The messages
+//     its end at the start, partitions merged by event time, the
+//     watermark held StallMaxHold behind the newest replayed event: the
+//     live hold that waited for a backlog a stall held upstream left no
+//     record, and within a partition that backlog follows newer events.
+//     An event its device sent late (by kafkaio.PublishedHeader) is late
+//     as it was live. The messages
 //     the engine emits are checked against what step 1 read: a firing of
 //     an alert already there, an update carrying no event newer than the
 //     alert's last message, a resolution already written, and every
@@ -248,6 +253,9 @@ type Role struct {
 	// stallHold is the record time (Unix ms) of the oldest message a
 	// stalled partition holds back, 0 when none (see stallWatch).
 	stallHold atomic.Int64
+	// polled is closed after the stall watch's first poll.
+	polled     chan struct{}
+	polledOnce sync.Once
 
 	// skipBelow holds, per partition of the events topic, the end offset
 	// that the restart replayed up to; written before the consumer starts
@@ -283,6 +291,7 @@ func NewRole(cfg RoleConfig, ecfg Config, kc kafkaio.Config, p *event.Pseudonymi
 		eventsTopic: kc.Topic(kafkaio.TopicEvents),
 		alertsTopic: kc.Topic(kafkaio.TopicAlerts),
 		catchUp:     catchUp{stale: catchUpStale},
+		polled:      make(chan struct{}),
 		outbox:      kafkaio.NewOutbox("alerts", kc.Topic(kafkaio.TopicAlerts), km),
 	}
 	if reg != nil {
@@ -534,6 +543,7 @@ func (r *Role) watchStalls(ctx context.Context) {
 				told = false
 			}
 		}
+		r.polledOnce.Do(func() { close(r.polled) })
 		if err != nil && ctx.Err() == nil && err.Error() != lastErr {
 			r.log.Warn("cannot read the input's positions; keeping the last answer", "err", err)
 		}
@@ -546,6 +556,18 @@ func (r *Role) watchStalls(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+	}
+}
+
+// awaitFirstPoll waits for the stall watch's first answer, a poll's
+// timeout at most (two ticks), or ctx.
+func (r *Role) awaitFirstPoll(ctx context.Context) {
+	t := time.NewTimer(2 * r.tickEvery)
+	defer t.Stop()
+	select {
+	case <-r.polled:
+	case <-t.C:
+	case <-ctx.Done():
 	}
 }
 

@@ -40,6 +40,10 @@ import (
 // it drains last (one planted incident in 64 of a 200-kill crash loop was
 // lost that way).
 //
+// An upstream partition seen for the first time (at the start) that
+// has messages waiting is taken as one that moves again after a stall:
+// a process restarted while ingest drains a backlog holds for it too.
+//
 // A hold is never further back than maxHold from now: a partition that
 // stays stalled (a group nobody consumes any more) then delays the timers
 // by maxHold at most, and its events, when they come, are late beyond it.
@@ -118,7 +122,12 @@ func (w *stallWatch) poll(ctx context.Context, now time.Time, delivered func(p i
 				prev, known := w.last[k]
 				w.last[k] = x.Committed
 				moving := known && prev != x.Committed
-				if x.Lag() == 0 || !known || moving && !w.catching[k] ||
+				// An upstream partition seen for the first time may be
+				// amid a backlog that a restarted ingest drains (and the
+				// rules restarted meanwhile): it is looked at as one that
+				// moves again after a stall.
+				first := !known && !src.own
+				if x.Lag() == 0 || !known && !first || moving && !w.catching[k] ||
 					src.own && delivered(p, w.prevPoll) {
 					delete(w.stamps, k)
 					delete(w.catching, k)
@@ -134,7 +143,7 @@ func (w *stallWatch) poll(ctx context.Context, now time.Time, delivered func(p i
 					st = stallStamp{x.Committed, t}
 					w.stamps[k] = st
 				}
-				if moving && !st.t.Before(now.Add(-caughtUp)) {
+				if (moving || first) && !st.t.Before(now.Add(-caughtUp)) {
 					// Its backlog is drained: what waits is about now.
 					delete(w.stamps, k)
 					delete(w.catching, k)

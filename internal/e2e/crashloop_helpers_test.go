@@ -73,19 +73,16 @@ func crashEnv(vars map[string]string) []string {
 // is the least the broker allows), not after the default 30 s, so that a
 // kill costs seconds, not half a minute.
 //
-// The rules' lateness is -crashloop.lateness, 30 s unless told. While
-// ingest is down its group has raw input it has not committed, and the
-// clock does not move the rules' watermark past the newest event
-// (rules.upstream_group); a partition that a dead member of ingest's group
-// or of the rules' own holds, or that catches up after such a stall,
-// holds the watermark at its first waiting message (rules.stallWatch), so
-// that live input is on time when it comes. What the default 5 s still
-// loses: a rules process that restarts while ingest writes out the
-// backlog of a stall replays that backlog in the order ingest wrote it,
-// partition after partition, and the replay has no record of the stall
-// that held the watermark live; the events of the partitions written last
-// are then late. The 60-kill runs of 5 % pass at 5 s; the 200-kill runs
-// missed 1 and 8 of 64 incidents (BENCHMARKS.md).
+// The rules' lateness is -crashloop.lateness, the default 5 s unless
+// told. While ingest is down its group has raw input it has not
+// committed, and the clock does not move the rules' watermark past the
+// newest event (rules.upstream_group); a partition that a dead member of
+// ingest's group or of the rules' own holds, or that catches up after
+// such a stall, holds the watermark at its first waiting message
+// (rules.stallWatch), so that live input is on time when it comes; and a
+// rules process that restarts while ingest writes out such a backlog
+// replays it with the watermark held as far as live may have held it,
+// judging late only what a device sent late (rules.Role, "Restart").
 const crashConfig = `log_level: info
 kafka:
   partitions: %d

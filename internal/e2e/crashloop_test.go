@@ -21,6 +21,7 @@ import (
 	"citywatch/internal/city"
 	"citywatch/internal/kafkaio"
 	"citywatch/internal/kafkaio/kafkatest"
+	"citywatch/rules"
 	"citywatch/simulators"
 	"citywatch/store"
 )
@@ -32,7 +33,7 @@ var (
 	crashSeed       = flag.Uint64("crashloop.seed", 0, "seed of TestCrashLoop's city, kills and probes; 0 draws one (logged)")
 	crashRace       = flag.Bool("crashloop.race", false, "build TestCrashLoop's role processes with the race detector")
 	crashKeep       = flag.String("crashloop.keep", "", "directory where TestCrashLoop leaves the roles' logs, truth.json, alerts.jsonl and dispatches.jsonl")
-	crashLateness   = flag.Duration("crashloop.lateness", 30*time.Second, "the rules' allowed lateness in TestCrashLoop (see crashConfig)")
+	crashLateness   = flag.Duration("crashloop.lateness", rules.DefaultLateness, "the rules' allowed lateness in TestCrashLoop (see crashConfig)")
 )
 
 const (
