@@ -73,19 +73,33 @@ for (const k of Object.keys(filters)) {
 }
 
 // --- the feed: list first, then SSE from the list's position ---
+// While the list loads (after a resync), the feed goes on: its frames are
+// held and applied on top of the list, those the list does not include
+// yet (after its feed_seq), so that none is lost to the reload.
+let held = null;
 async function load() {
-  const list = await api("/api/alerts?limit=500");
-  rows.clear();
-  for (const a of list.alerts) rows.set(a.id, a);
-  renderAll();
-  return list.feed_seq;
+  held = [];
+  try {
+    const list = await api("/api/alerts?limit=500");
+    rows.clear();
+    for (const a of list.alerts) rows.set(a.id, a);
+    renderAll();
+    for (const f of held) if (f.seq > list.feed_seq) upsert(f.alert);
+    return list.feed_seq;
+  } finally {
+    held = null;
+  }
 }
 function connect(after) {
   if (source) source.close();
   source = new EventSource("/api/feed?last_event_id=" + after);
   source.addEventListener("open", () => document.getElementById("banner").classList.remove("show"));
   source.addEventListener("error", () => document.getElementById("banner").classList.add("show"));
-  source.addEventListener("alert", (ev) => { lastSeq = Number(ev.lastEventId); upsert(JSON.parse(ev.data)); });
+  source.addEventListener("alert", (ev) => {
+    lastSeq = Number(ev.lastEventId);
+    const a = JSON.parse(ev.data);
+    if (held) held.push({ seq: lastSeq, alert: a }); else upsert(a);
+  });
   source.addEventListener("resync", async () => { const seq = await load(); lastSeq = Math.max(lastSeq, seq); });
 }
 
