@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -214,45 +215,35 @@ func (r *Role) replay(ctx context.Context, start, since time.Time) (int, error) 
 			return 0, err
 		}
 	}
-	var dec event.Decoder
-	var ev event.Event
-	eventTime := func(m *kafka.Message) (int64, bool) {
-		err := dec.DecodeNormalized(m.Value, &ev)
-		return ev.Time.UnixMilli(), err == nil
-	}
 	r.skipBelow = map[int]int64{}
+	rctx, cancel := context.WithCancel(ctx)
+	var readers sync.WaitGroup
 	var cursors []*replayCursor
 	defer func() {
-		for _, c := range cursors {
-			c.pr.Close()
-		}
+		cancel()
+		readers.Wait()
 	}()
 	for _, p := range parts {
 		pr, err := kafkaio.OpenPartition(ctx, r.kc, r.eventsTopic, p)
 		if err != nil {
 			return 0, err
 		}
-		cursors = append(cursors, &replayCursor{pr: pr, dec: event.Decoder{Now: r.now}})
 		r.skipBelow[p] = pr.End
-		from, err := pr.Search(pr.First, pr.End, since.UnixMilli(), eventTime)
-		if err != nil {
-			return 0, fmt.Errorf("cannot search %s/%d: %w", r.eventsTopic, p, err)
+		c := &replayCursor{partition: p, chunks: make(chan *replayChunk, replayAhead), free: make(chan *replayChunk, replayAhead+2)}
+		cursors = append(cursors, c)
+		cp, ok := committed[p]
+		if !ok {
+			cp = -1
 		}
-		// Input the group never committed is processed whatever its age,
-		// as a new group processes what is already there. A scaled-out
-		// role starts at the horizon.
-		c, ok := committed[p]
-		switch {
-		case r.cfg.Shards > 0:
-		case !ok || c < 0:
-			from = pr.First
-		default:
-			from = max(min(from, c), pr.First)
-		}
-		pr.Next = from
+		readers.Add(1)
+		go func() {
+			defer readers.Done()
+			defer pr.Close()
+			c.read(rctx, r, pr, since, cp)
+		}()
 	}
 	for _, c := range cursors {
-		if err := c.advance(r); err != nil {
+		if err := c.advance(); err != nil {
 			return 0, err
 		}
 	}
@@ -262,13 +253,15 @@ func (r *Role) replay(ctx context.Context, start, since time.Time) (int, error) 
 	for {
 		var next *replayCursor
 		for _, c := range cursors {
-			if c.ok && (next == nil || c.ev.Time.Before(next.ev.Time)) {
+			if c.ok && (next == nil || c.head.ev.Time.Before(next.head.ev.Time)) {
 				next = c
 			}
 		}
 		if next == nil {
-			return n, nil
+			// Every reader is done, or ctx ended them.
+			return n, ctx.Err()
 		}
+		e := next.head
 		// Every replayed event arrives at the start, as far as the
 		// engine's clock goes: the watermark moves with the clock only
 		// from the start on. Taking the event times as arrival times
@@ -281,9 +274,9 @@ func (r *Role) replay(ctx context.Context, start, since time.Time) (int, error) 
 		// upstream catching up has not filled yet holds the rest of the
 		// replay back, so that its events, delivered after the restore,
 		// are not late.
-		t := next.ev.Time
-		if !next.recv.IsZero() && next.recv.Before(t) {
-			t = next.recv
+		t := e.ev.Time
+		if !e.recv.IsZero() && e.recv.Before(t) {
+			t = e.recv
 		}
 		// Within a partition the replay meets the input in the order
 		// ingest wrote it, and ingest drains a backlog partition after
@@ -296,18 +289,18 @@ func (r *Role) replay(ctx context.Context, start, since time.Time) (int, error) 
 		// record was published (kafkaio.PublishedHeader) more than the
 		// lateness after it happened, and it is behind the newest event by
 		// more than the lateness.
-		ms := next.ev.Time.UnixMilli()
-		if !next.pub.IsZero() && next.pub.UnixMilli()-ms > late && ms < newest-late {
+		ms := e.ev.Time.UnixMilli()
+		if !e.pub.IsZero() && e.pub.UnixMilli()-ms > late && ms < newest-late {
 			r.eng.countLate()
 		} else {
 			newest = max(newest, t.UnixMilli())
-			r.catchUp.observe(next.pr.Partition, t.UnixMilli(), start)
+			r.catchUp.observe(next.partition, t.UnixMilli(), start)
 			hold := r.holdLocked(start)
 			if h := time.UnixMilli(newest).Add(-r.cfg.StallMaxHold); hold.IsZero() || h.Before(hold) {
 				hold = h
 			}
 			r.eng.Hold(hold)
-			r.scratch = r.eng.ProcessReceived(start, &next.ev, next.recv, r.scratch[:0])
+			r.scratch = r.eng.ProcessReceived(start, &e.ev, e.recv, r.scratch[:0])
 		}
 		r.queueLocked(start, r.scratch)
 		n++
@@ -322,7 +315,7 @@ func (r *Role) replay(ctx context.Context, start, since time.Time) (int, error) 
 				return n, err
 			}
 		}
-		if err := next.advance(r); err != nil {
+		if err := next.advance(); err != nil {
 			return n, err
 		}
 		if n%4096 == 0 && ctx.Err() != nil {
@@ -331,37 +324,142 @@ func (r *Role) replay(ctx context.Context, start, since time.Time) (int, error) 
 	}
 }
 
-// replayCursor is the head of one partition during the replay.
+// replayAhead is how many chunks of replayChunk events a partition's
+// reader decodes ahead of the replay.
+const replayAhead = 4
+
+// replayChunk is the number of events a replay reader hands over at once.
+const replayChunkSize = 256
+
+// replayCursor is the head of one partition during the replay. A
+// goroutine of its own (read) fetches and decodes the partition ahead,
+// replayAhead chunks at most, so that the replay's goroutine only merges
+// and evaluates: fetching and decoding cost it more than the whole rule
+// pack did.
 type replayCursor struct {
-	pr   *kafkaio.PartitionReader
-	dec  event.Decoder
-	ev   event.Event
-	recv time.Time // the record time of ev: when ingest received it
-	pub  time.Time // when its raw message was published; zero: not known
-	ok   bool      // ev holds the next event
+	partition int
+	chunks    chan *replayChunk // filled by read, closed at its end
+	free      chan *replayChunk // chunks the replay is done with
+	cur       *replayChunk
+	i         int
+	head      *replayedEvent // &cur.evs[i] while ok
+	ok        bool           // head holds the next event
 }
 
-func (c *replayCursor) advance(r *Role) error {
-	for {
-		m, ok, err := c.pr.Read()
-		if err != nil {
-			return fmt.Errorf("cannot replay %s/%d: %w", r.eventsTopic, c.pr.Partition, err)
+// replayChunk is a run of a partition's events, or the error that ended
+// its reading.
+type replayChunk struct {
+	evs []replayedEvent
+	err error
+}
+
+// replayedEvent is one event of the replay with its record's times.
+type replayedEvent struct {
+	ev   event.Event
+	recv time.Time // the record time: when ingest received it
+	pub  time.Time // when its raw message was published; zero: not known
+}
+
+// read reads pr from the first event at or after since (earlier where
+// committed, the group's offset, is; from the start when the group has
+// none, -1) to its end into c.chunks, and closes it. It stops early, with
+// nothing more sent, when ctx ends.
+func (c *replayCursor) read(ctx context.Context, r *Role, pr *kafkaio.PartitionReader, since time.Time, committed int64) {
+	defer close(c.chunks)
+	dec := event.Decoder{Now: r.now}
+	send := func(ch *replayChunk) bool {
+		select {
+		case c.chunks <- ch:
+			return true
+		case <-ctx.Done():
+			return false
 		}
-		if !ok {
-			c.ok = false
+	}
+	// Input the group never committed is processed whatever its age, as
+	// a new group processes what is already there. A scaled-out role
+	// starts at the horizon.
+	from := pr.First
+	if r.cfg.Shards > 0 || committed >= 0 {
+		var ev event.Event
+		eventTime := func(m *kafka.Message) (int64, bool) {
+			err := dec.DecodeNormalized(m.Value, &ev)
+			return ev.Time.UnixMilli(), err == nil
+		}
+		at, err := pr.Search(pr.First, pr.End, since.UnixMilli(), eventTime)
+		if err != nil {
+			send(&replayChunk{err: fmt.Errorf("cannot search %s/%d: %w", r.eventsTopic, pr.Partition, err)})
+			return
+		}
+		from = at
+		if r.cfg.Shards == 0 {
+			from = max(min(at, committed), pr.First)
+		}
+	}
+	pr.Next = from
+	for ctx.Err() == nil {
+		var ch *replayChunk
+		select {
+		case ch = <-c.free:
+			ch.evs = ch.evs[:0]
+		default:
+			ch = &replayChunk{evs: make([]replayedEvent, 0, replayChunkSize)}
+		}
+		end := false
+		for len(ch.evs) < replayChunkSize {
+			m, ok, err := pr.Read()
+			if err != nil {
+				ch.err = fmt.Errorf("cannot replay %s/%d: %w", r.eventsTopic, pr.Partition, err)
+				send(ch)
+				return
+			}
+			if !ok {
+				end = true
+				break
+			}
+			ch.evs = append(ch.evs, replayedEvent{})
+			e := &ch.evs[len(ch.evs)-1]
+			if err := dec.DecodeNormalized(m.Value, &e.ev); err != nil {
+				ch.evs = ch.evs[:len(ch.evs)-1]
+				if r.metrics != nil {
+					r.metrics.undecodable.Inc()
+				}
+				continue
+			}
+			e.recv = m.Time
+			e.pub, _ = kafkaio.Published(&m)
+		}
+		if len(ch.evs) > 0 && !send(ch) || end {
+			return
+		}
+	}
+}
+
+// advance moves head to the partition's next event; ok is false after
+// its last.
+func (c *replayCursor) advance() error {
+	if c.cur != nil {
+		if c.i++; c.i < len(c.cur.evs) {
+			c.head = &c.cur.evs[c.i]
 			return nil
 		}
-		if err := c.dec.DecodeNormalized(m.Value, &c.ev); err != nil {
-			if r.metrics != nil {
-				r.metrics.undecodable.Inc()
-			}
-			continue
+		// The engine keeps nothing of an event past its call.
+		select {
+		case c.free <- c.cur:
+		default:
 		}
-		c.recv = m.Time
-		c.pub, _ = kafkaio.Published(&m)
-		c.ok = true
+		c.cur, c.head = nil, nil
+	}
+	ch, open := <-c.chunks
+	if !open {
+		c.ok = false
 		return nil
 	}
+	if ch.err != nil {
+		c.ok = false
+		return ch.err
+	}
+	c.cur, c.i, c.head, c.ok = ch, 0, &ch.evs[0], true
+	return nil
 }
 
 // committed returns the group's committed offsets on the events topic; a

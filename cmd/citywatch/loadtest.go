@@ -37,7 +37,7 @@ func cmdLoadtest(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	producers := fs.Int("producers", 2, "producing goroutines")
 	drain := fs.Duration("drain", 5*time.Minute, "longest wait for the backlog to be stored after the load stops")
 	keep := fs.Bool("keep", false, "keep the load-test database")
-	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run (any chain, or the soak) to this file")
 	chain := fs.String("chain", "store", "store: ingest and sink into ClickHouse; rules: ingest and rules, alert latency and throughput; all: every role on a backlog, beside a plain consumer and a plain insert")
 	events := fs.Int("events", 1_000_000, "with --chain rules or all: events in the backlog of the throughput part")
 	soak := fs.Bool("soak", false, "soak: every role but web (ingest, rules, dispatch, sink) at city load for --duration, a line every --report-every, and a verdict on loss, memory and goroutines at the end (--rate defaults to the city's peak, 3,250/s)")
@@ -49,6 +49,17 @@ func cmdLoadtest(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	cfg, err := loadConfig(os.Getenv)
 	if err != nil {
 		return err
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return fmt.Errorf("cannot create profile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("cannot start profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	if *soak {
 		rateSet := false
@@ -78,17 +89,6 @@ func cmdLoadtest(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return loadtestAll(ctx, cfg, *events, stdout, newLogger(stderr, "warn"))
 	default:
 		return fmt.Errorf("--chain: %q is not store, rules or all", *chain)
-	}
-	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
-		if err != nil {
-			return fmt.Errorf("cannot create profile: %w", err)
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return fmt.Errorf("cannot start profile: %w", err)
-		}
-		defer pprof.StopCPUProfile()
 	}
 	cfg.ClickHouse.Database = "citywatch_loadtest_" + strconv.FormatInt(time.Now().Unix(), 10)
 	if len(cfg.PseudonymKey) == 0 {

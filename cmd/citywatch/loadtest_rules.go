@@ -97,10 +97,14 @@ func rulesLatency(ctx context.Context, cfg Config, c *city.City, p *event.Pseudo
 
 	// Alerts are read from the end of every partition, without a group.
 	var (
-		mu      sync.Mutex
-		sentAt  = map[string]time.Time{}
-		lat     []time.Duration
-		waiting sync.WaitGroup
+		mu     sync.Mutex
+		sentAt = map[string]time.Time{}
+		lat    []time.Duration
+		// The same latency in two parts: to the rules' raised_at (the
+		// probe's produce, ingest, the rules) and from it (the alert's
+		// write and the reader's fetch).
+		toRaise, fromRaise []time.Duration
+		waiting            sync.WaitGroup
 	)
 	readers := make([]*kafka.Reader, kc.Partitions)
 	for i := range readers {
@@ -126,6 +130,8 @@ func rulesLatency(ctx context.Context, cfg Config, c *city.City, p *event.Pseudo
 				mu.Lock()
 				if t, ok := sentAt[id]; ok {
 					lat = append(lat, at.Sub(t))
+					toRaise = append(toRaise, a.RaisedAt.Sub(t))
+					fromRaise = append(fromRaise, at.Sub(a.RaisedAt))
 					delete(sentAt, id)
 					waiting.Done()
 				}
@@ -203,15 +209,25 @@ func rulesLatency(ctx context.Context, cfg Config, c *city.City, p *event.Pseudo
 	mu.Lock()
 	defer mu.Unlock()
 	slices.Sort(lat)
-	pct := func(q float64) time.Duration {
+	slices.Sort(toRaise)
+	slices.Sort(fromRaise)
+	pctOf := func(lat []time.Duration, q float64) time.Duration {
 		if len(lat) == 0 {
 			return 0
 		}
 		return lat[min(int(q*float64(len(lat))), len(lat)-1)].Round(10 * time.Microsecond)
 	}
+	pct := func(q float64) time.Duration { return pctOf(lat, q) }
 	fmt.Fprintf(stdout, "latency: %.0f events/s offered for %v (%d events) plus %d probes; %d probe alerts read, %d missing\n",
 		float64(produced.Load())/elapsed.Seconds(), elapsed.Round(time.Millisecond), produced.Load(), probes, len(lat), len(sentAt))
 	fmt.Fprintf(stdout, "  produced → alert readable on citywatch.alerts: p50 %v  p90 %v  p99 %v  max %v\n", pct(0.5), pct(0.9), pct(0.99), pct(1))
+	for _, part := range []struct {
+		name string
+		lat  []time.Duration
+	}{{"    of which produced → raised_at (ingest, rules)", toRaise}, {"    of which raised_at → readable (alert write, fetch)", fromRaise}} {
+		fmt.Fprintf(stdout, "%s: p50 %v  p90 %v  p99 %v  max %v\n", part.name,
+			pctOf(part.lat, 0.5), pctOf(part.lat, 0.9), pctOf(part.lat, 0.99), pctOf(part.lat, 1))
+	}
 	if len(sentAt) > 0 {
 		return fmt.Errorf("%d probes raised no alert", len(sentAt))
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -204,6 +205,8 @@ type Consumer struct {
 	// beforeCommit, when set, runs after a successful Flush and before the
 	// commit; an error stops Run without committing (a crash, for tests).
 	beforeCommit func() error
+	// closing is set once Run stops consuming.
+	closing atomic.Bool
 }
 
 // NewConsumer returns a consumer of cfg.Topics in group cfg.Group that
@@ -250,6 +253,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 		c.fetch(fctx, r, msgs)
 	}()
 	err := c.loop(ctx, r, msgs)
+	// What the reader reports from here on is its own shutdown: its
+	// partitions' connections cancelled mid-dial or mid-fetch.
+	c.closing.Store(true)
 	stopFetch()
 	wg.Wait()
 	if cerr := r.Close(); cerr != nil && err == nil {
@@ -271,6 +277,10 @@ func (c *Consumer) newGroupReader(group string, topics []string) *kafka.Reader {
 	errs := c.metrics.readErrs.WithLabelValues(group)
 	rc.ErrorLogger = kafka.LoggerFunc(func(format string, args ...any) {
 		detail := fmt.Sprintf(format, args...)
+		if c.closing.Load() {
+			c.log.Debug("reader stopping", "detail", detail)
+			return
+		}
 		if strings.Contains(detail, "Rebalance In Progress") {
 			// A member joined or left: the group's normal course, not a
 			// fault to count or to wake anyone for.
