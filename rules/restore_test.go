@@ -117,3 +117,35 @@ func TestPublishedHeader(t *testing.T) {
 		}
 	}
 }
+
+// TestReplayStopsWhenCancelled stops a role in the middle of its restart's
+// replay: Run returns, and the partitions' readers, blocked handing over
+// chunks the replay no longer takes, end with it (the package's goleak
+// check fails otherwise).
+func TestReplayStopsWhenCancelled(t *testing.T) {
+	h := newRoleHarness(t)
+	t0 := time.Now().Add(-time.Hour).Truncate(time.Second)
+	const n = 40_000
+	evs := make([]event.Event, 0, 1000)
+	for i := range n {
+		evs = append(evs, event.Event{ID: "hb-" + strconv.Itoa(i), Type: event.TypeDeviceHeartbeat, DeviceID: "cam-" + strconv.Itoa(i%500),
+			Time: t0.Add(time.Duration(i) * 50 * time.Millisecond), Lat: 32.02, Lon: 112.12})
+		if len(evs) == cap(evs) {
+			h.produce(evs)
+			evs = evs[:0]
+		}
+	}
+	reg := prometheus.NewRegistry()
+	r, err := NewRole(RoleConfig{Upstream: "none"}, Config{}, h.kc, testPseudonymizer(t), nil, reg, kafkaio.NewMetrics(reg), slog.New(slog.NewTextHandler(testWriter{t}, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop, _ := h.start(r)
+	waitUntil(t, "the replay under way", func() bool { return testutil.ToFloat64(r.metrics.replayed) > 0 })
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if got := testutil.ToFloat64(r.metrics.replayed); got >= n {
+		t.Skipf("the replay ended (%v events) before the stop", got)
+	}
+}
