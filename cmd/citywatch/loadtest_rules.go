@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -100,11 +101,11 @@ func rulesLatency(ctx context.Context, cfg Config, c *city.City, p *event.Pseudo
 		mu     sync.Mutex
 		sentAt = map[string]time.Time{}
 		lat    []time.Duration
-		// The same latency in two parts: to the rules' raised_at (the
-		// probe's produce, ingest, the rules) and from it (the alert's
-		// write and the reader's fetch).
-		toRaise, fromRaise []time.Duration
-		waiting            sync.WaitGroup
+		// When each probe was produced and raised, for the latency's
+		// parts (see below).
+		sentOf, raisedOf = map[string]time.Time{}, map[string]time.Time{}
+		fromRaise        []time.Duration
+		waiting          sync.WaitGroup
 	)
 	readers := make([]*kafka.Reader, kc.Partitions)
 	for i := range readers {
@@ -130,7 +131,7 @@ func rulesLatency(ctx context.Context, cfg Config, c *city.City, p *event.Pseudo
 				mu.Lock()
 				if t, ok := sentAt[id]; ok {
 					lat = append(lat, at.Sub(t))
-					toRaise = append(toRaise, a.RaisedAt.Sub(t))
+					sentOf[id], raisedOf[id] = t, a.RaisedAt
 					fromRaise = append(fromRaise, at.Sub(a.RaisedAt))
 					delete(sentAt, id)
 					waiting.Done()
@@ -208,7 +209,24 @@ func rulesLatency(ctx context.Context, cfg Config, c *city.City, p *event.Pseudo
 	}
 	mu.Lock()
 	defer mu.Unlock()
+	// The latency's parts: produced → ingest took it (the events
+	// record's time), → the rules raised it (raised_at), → readable.
+	var toIngest, toRaise []time.Duration
+	recordTime := func(m *kafka.Message) (int64, bool) { return m.Time.UnixMilli(), true }
+	if _, err := kafkaio.ReadSince(ctx, kc, kc.Topic(kafkaio.TopicEvents), time.Time{}, recordTime, func(m *kafka.Message) {
+		if !bytes.HasPrefix(m.Key, []byte("probe-cam-")) {
+			return
+		}
+		id := "probe-" + string(m.Key[len("probe-cam-"):])
+		if sent, ok := sentOf[id]; ok {
+			toIngest = append(toIngest, m.Time.Sub(sent))
+			toRaise = append(toRaise, raisedOf[id].Sub(m.Time))
+		}
+	}); err != nil {
+		return err
+	}
 	slices.Sort(lat)
+	slices.Sort(toIngest)
 	slices.Sort(toRaise)
 	slices.Sort(fromRaise)
 	pctOf := func(lat []time.Duration, q float64) time.Duration {
@@ -224,7 +242,11 @@ func rulesLatency(ctx context.Context, cfg Config, c *city.City, p *event.Pseudo
 	for _, part := range []struct {
 		name string
 		lat  []time.Duration
-	}{{"    of which produced → raised_at (ingest, rules)", toRaise}, {"    of which raised_at → readable (alert write, fetch)", fromRaise}} {
+	}{
+		{"    of which produced → taken by ingest (produce, fetch)", toIngest},
+		{"    of which taken by ingest → raised_at (ingest, write, fetch, rules)", toRaise},
+		{"    of which raised_at → readable (alert write, fetch)", fromRaise},
+	} {
 		fmt.Fprintf(stdout, "%s: p50 %v  p90 %v  p99 %v  max %v\n", part.name,
 			pctOf(part.lat, 0.5), pctOf(part.lat, 0.9), pctOf(part.lat, 0.99), pctOf(part.lat, 1))
 	}
