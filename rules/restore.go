@@ -301,8 +301,8 @@ func (r *Role) replay(ctx context.Context, start, since time.Time) (int, error) 
 			}
 			r.eng.Hold(hold)
 			r.scratch = r.eng.ProcessReceived(start, &e.ev, e.recv, r.scratch[:0])
+			r.queueLocked(start, r.scratch)
 		}
-		r.queueLocked(start, r.scratch)
 		n++
 		if r.metrics != nil {
 			r.metrics.replayed.Inc()

@@ -51,9 +51,11 @@ func TestReplayJudgesDelayedEvents(t *testing.T) {
 				return m
 			}
 			var msgs []kafka.Message
-			for s := time.Second; s <= 20*time.Second; s += time.Second {
+			for s := time.Second; s < 20*time.Second; s += time.Second {
 				msgs = append(msgs, normalised(s, "cam-other", "", 0))
 			}
+			// The event before the fight raises an alert of its own.
+			msgs = append(msgs, normalised(20*time.Second, "cam-other", `,"camera_class":"A","object":"person","behavior":"fight","confidence":0.9`, 0))
 			fight := normalised(100*time.Millisecond, "cam-fight", `,"camera_class":"A","object":"person","behavior":"fight","confidence":0.9`, tc.published)
 			fight.Time = t0.Add(21 * time.Second) // ingest took it after the others
 			msgs = append(msgs, fight)
@@ -91,6 +93,23 @@ func TestReplayJudgesDelayedEvents(t *testing.T) {
 				return out
 			}
 			waitUntil(t, "the sentinel's alert", func() bool { return devices()["cam-sentinel"] })
+			firings := map[string]int{}
+			for _, a := range h.alerts() {
+				if a.ID == "" || a.Rule == "" {
+					t.Errorf("alert message without id or rule: %+v", a)
+				}
+				if a.Status == event.AlertFiring {
+					firings[a.ID]++
+				}
+			}
+			for id, n := range firings {
+				if n != 1 {
+					t.Errorf("alert %s fired %d times", id, n)
+				}
+			}
+			if !devices()["cam-other"] {
+				t.Error("the fight before the delayed one raised no alert")
+			}
 			if got := devices()["cam-fight"]; got != tc.wantAlert {
 				t.Errorf("fight raised an alert: %v, want %v", got, tc.wantAlert)
 			}
