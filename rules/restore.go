@@ -249,7 +249,6 @@ func (r *Role) replay(ctx context.Context, start, since time.Time) (int, error) 
 	}
 	n := 0
 	late := r.eng.cfg.Lateness.Milliseconds()
-	var newest int64 // the newest event time replayed, as the engine counts it
 	for {
 		var next *replayCursor
 		for _, c := range cursors {
@@ -290,16 +289,13 @@ func (r *Role) replay(ctx context.Context, start, since time.Time) (int, error) 
 		// lateness after it happened, and it is behind the newest event by
 		// more than the lateness.
 		ms := e.ev.Time.UnixMilli()
-		if !e.pub.IsZero() && e.pub.UnixMilli()-ms > late && ms < newest-late {
+		// The newest event is the engine's maxEvent, this one included.
+		if !e.pub.IsZero() && e.pub.UnixMilli()-ms > late && ms < r.eng.maxEvent-late {
 			r.eng.countLate()
 		} else {
-			newest = max(newest, t.UnixMilli())
+			newest := time.UnixMilli(max(r.eng.maxEvent, t.UnixMilli()))
 			r.catchUp.observe(next.partition, t.UnixMilli(), start)
-			hold := r.holdLocked(start)
-			if h := time.UnixMilli(newest).Add(-r.cfg.StallMaxHold); hold.IsZero() || h.Before(hold) {
-				hold = h
-			}
-			r.eng.Hold(hold)
+			r.eng.Hold(earlier(r.holdLocked(start), newest.Add(-r.cfg.StallMaxHold)))
 			r.scratch = r.eng.ProcessReceived(start, &e.ev, e.recv, r.scratch[:0])
 			r.queueLocked(start, r.scratch)
 		}

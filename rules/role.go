@@ -471,9 +471,7 @@ func (r *Role) advance(now time.Time) {
 	if r.upstreamBehind.Load() && r.eng.maxEvent != 0 {
 		// The clock may not carry the watermark past what has arrived
 		// while ingest still has input to deliver.
-		if newest := time.UnixMilli(r.eng.maxEvent); hold.IsZero() || newest.Before(hold) {
-			hold = newest
-		}
+		hold = earlier(hold, time.UnixMilli(r.eng.maxEvent))
 	}
 	r.eng.Hold(hold)
 	r.scratch = r.eng.Advance(now, r.scratch[:0])
@@ -487,11 +485,17 @@ func (r *Role) advance(now time.Time) {
 func (r *Role) holdLocked(now time.Time) time.Time {
 	hold := r.catchUp.hold(now)
 	if ms := r.stallHold.Load(); ms != 0 {
-		if s := time.UnixMilli(ms); hold.IsZero() || s.Before(hold) {
-			hold = s
-		}
+		hold = earlier(hold, time.UnixMilli(ms))
 	}
 	return hold
+}
+
+// earlier returns the earlier of two holds; the zero time is no hold.
+func earlier(a, b time.Time) time.Time {
+	if a.IsZero() || !b.IsZero() && b.Before(a) {
+		return b
+	}
+	return a
 }
 
 // watchStalls polls, every tick, the upstream group on the raw topics and,

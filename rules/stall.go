@@ -96,6 +96,12 @@ func newStallWatch(client *kafka.Client, maxHold time.Duration, sources ...stall
 		last: map[stallPart]int64{}, stamps: map[stallPart]stallStamp{}, catching: map[stallPart]bool{}}
 }
 
+// release forgets that partition k held the watermark.
+func (w *stallWatch) release(k stallPart) {
+	delete(w.stamps, k)
+	delete(w.catching, k)
+}
+
 // poll reads the groups' positions at now. delivered reports whether the
 // role delivered a message of partition p of its input since a time. When
 // a group's positions cannot be read, ok is false and the caller keeps
@@ -127,10 +133,9 @@ func (w *stallWatch) poll(ctx context.Context, now time.Time, delivered func(p i
 				// rules restarted meanwhile): it is looked at as one that
 				// moves again after a stall.
 				first := !known && !src.own
-				if x.Lag() == 0 || !known && !first || moving && !w.catching[k] ||
+				if x.Lag() == 0 || !known && src.own || moving && !w.catching[k] ||
 					src.own && delivered(p, w.prevPoll) {
-					delete(w.stamps, k)
-					delete(w.catching, k)
+					w.release(k)
 					continue
 				}
 				st, ok := w.stamps[k]
@@ -145,15 +150,12 @@ func (w *stallWatch) poll(ctx context.Context, now time.Time, delivered func(p i
 				}
 				if (moving || first) && !st.t.Before(now.Add(-caughtUp)) {
 					// Its backlog is drained: what waits is about now.
-					delete(w.stamps, k)
-					delete(w.catching, k)
+					w.release(k)
 					continue
 				}
 				w.catching[k] = true
 				rep.stalled++
-				if rep.hold.IsZero() || st.t.Before(rep.hold) {
-					rep.hold = st.t
-				}
+				rep.hold = earlier(rep.hold, st.t)
 			}
 		}
 		if !src.own {
@@ -163,8 +165,7 @@ func (w *stallWatch) poll(ctx context.Context, now time.Time, delivered func(p i
 	for k := range w.last {
 		if !seen[k] {
 			delete(w.last, k)
-			delete(w.stamps, k)
-			delete(w.catching, k)
+			w.release(k)
 		}
 	}
 	w.prevPoll = now
