@@ -18,9 +18,6 @@ SOAK_DURATION ?= 1h
 SOAK_RATE ?= 3250
 SOAK_REPORT ?= 5m
 OUTAGE_DURATION ?= 5m
-# events of the trends benchmark's 30 days: the city's 3,253/s (about 25 min
-# to generate, 16 GB of disk)
-TREND_ROWS ?= 8432000000
 
 .PHONY: all build test test-go demo bench soak lint fmt clickhouse-start clickhouse-stop deps clean fuzz
 
@@ -72,7 +69,7 @@ bench: clickhouse-start build
 	$(GO) test -run '^$$' -bench Feed100Clients -benchtime 5000x ./web/ | tee .run/bench-feed.txt
 	CITYWATCH_REQUIRE_CLICKHOUSE=1 CITYWATCH_REQUIRE_BROWSER=1 $(GO) test -count=1 -run TestBrowser -v ./web/ | grep 'visible in the browser' | tee .run/browser-latency.txt
 	CITYWATCH_REQUIRE_CLICKHOUSE=1 CITYWATCH_REQUIRE_BROWSER=1 $(GO) test -count=1 -run TestEventToBrowser -v ./internal/e2e/ -args -browser.rate 3300 -browser.probes 100 | grep 'visible in the browser' | tee .run/browser-e2e-latency.txt
-	CITYWATCH_REQUIRE_CLICKHOUSE=1 $(GO) test -run '^$$' -bench Trends30Days -benchtime 5x -count 2 -timeout 4h ./store/ -args -trend.rows $(TREND_ROWS) -trend.edges | tee .run/bench-trends.txt
+	CITYWATCH_REQUIRE_CLICKHOUSE=1 $(GO) test -run '^$$' -bench Trends30Days -benchtime 5x -count 2 -timeout 4h ./store/ -args -trend.sim | tee .run/bench-trends.txt
 
 # soak: an hour of the city's morning peak through every role but web, a
 # line every SOAK_REPORT, then a verdict on loss, heap and goroutines (not

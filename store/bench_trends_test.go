@@ -15,11 +15,13 @@ import (
 )
 
 // BenchmarkTrends30Days needs tens of millions of rows, so it runs only when
-// asked: go test -run '^$' -bench Trends30Days -benchtime 5x ./store/ -args -trend.rows 100000000
+// asked: go test -run '^$' -bench Trends30Days -benchtime 5x ./store/ -args -trend.sim
+// (the full city, as make bench runs it) or -trend.rows 100000000.
 var (
 	trendRows  = flag.Int64("trend.rows", 0, "events that BenchmarkTrends30Days stores over 30 days (0: skip it)")
 	trendKeep  = flag.Bool("trend.keep", false, "keep BenchmarkTrends30Days's database for the next run")
 	trendEdges = flag.Bool("trend.edges", false, "store only the first and last of BenchmarkTrends30Days's days as rows, the days between as rollups")
+	trendSim   = flag.Bool("trend.sim", false, "generate BenchmarkTrends30Days's events with the simulators: one day of the full city, its rows stored as the first and last day and its rollups repeated for the days between")
 )
 
 // trendStart is the first instant of the benchmark's 30 days: midnight of
@@ -29,7 +31,17 @@ var trendStart = time.Date(2026, 10, 1, 16, 0, 0, 0, time.UTC)
 const trendDays = 30
 
 // BenchmarkTrends30Days times each trend query over 30 days of a city's
-// data, generated inside ClickHouse: *trendRows events (80 % in the events
+// data.
+//
+// With -trend.sim the events come from the simulators: one day of the
+// whole city at its normal rates, simulated as fast as it goes and stored
+// through the sink's Insert (simulateDay), then repeated: its rows copied
+// as the last day and its hourly rollups as each day between (repeatDay),
+// so that the queries read rows and minutely rollups only at a range's
+// ends, as they would in a month of real data, and the month fits the
+// disk. Alerts, dispatches and closes are generated as below.
+//
+// Otherwise everything is generated inside ClickHouse: *trendRows events (80 % in the events
 // table in the city's mix of types, 18 % heartbeats and health reports, 2 %
 // fuel purchases) with 1 % of them stored twice as a replay, 3,000 alerts
 // a day with three messages each (the firing one twice), a dispatch of 5
@@ -44,8 +56,8 @@ const trendDays = 30
 // tables with FINAL) and report the largest relative difference of the
 // rollup's counts from theirs as rel_err.
 func BenchmarkTrends30Days(b *testing.B) {
-	if *trendRows <= 0 {
-		b.Skip("needs -trend.rows N (events over 30 days)")
+	if *trendRows <= 0 && !*trendSim {
+		b.Skip("needs -trend.rows N (events over 30 days) or -trend.sim")
 	}
 	db := trendDB(b, *trendRows)
 	ctx := context.Background()
@@ -63,6 +75,13 @@ func BenchmarkTrends30Days(b *testing.B) {
 	// (the web role's default ranges end on the hour).
 	unaligned := with("day", "")
 	unaligned.From, unaligned.To = unaligned.From.Add(17*time.Minute), unaligned.To.Add(-23*time.Minute)
+	unalignedHealth := unaligned
+	unalignedHealth.Bucket = "hour"
+	// The same with seconds, which the web role's API never asks (it
+	// takes ranges to the minute): its part-minutes are read from the
+	// base tables.
+	seconds := unaligned
+	seconds.From, seconds.To = seconds.From.Add(3*time.Second), seconds.To.Add(-5*time.Second)
 
 	counts := func(f func(context.Context, store.TrendQuery) ([]store.BucketCount, error), q store.TrendQuery) func(*testing.B) {
 		return func(b *testing.B) {
@@ -83,8 +102,10 @@ func BenchmarkTrends30Days(b *testing.B) {
 	b.Run("events/hour", counts(db.EventsTrend, with("hour", "")))
 	b.Run("events/day", counts(db.EventsTrend, with("day", "")))
 	b.Run("events/day/unaligned", counts(db.EventsTrend, unaligned))
+	b.Run("events/day/seconds", counts(db.EventsTrend, seconds))
 	b.Run("health/hour", counts(db.HealthTrend, with("hour", "")))
 	b.Run("health/day", counts(db.HealthTrend, with("day", "")))
+	b.Run("health/hour/unaligned", counts(db.HealthTrend, unalignedHealth))
 	b.Run("response/tier", func(b *testing.B) {
 		var n int
 		for b.Loop() {
@@ -121,7 +142,7 @@ func BenchmarkTrends30Days(b *testing.B) {
 			b.ReportMetric(relErr(want, got), "rel_err")
 		}
 	}
-	if *trendEdges {
+	if *trendEdges || *trendSim {
 		return // the base tables hold two of the days
 	}
 	b.Run("base/alerts/day/district", base(baseAlertsTrend, db.AlertsTrend, with("day", "district")))
@@ -162,7 +183,11 @@ func trendDB(b *testing.B, rows int64) *store.DB {
 	b.Helper()
 	cfg := chtest.Config(b) // the server, and the skip or failure without it
 	cfg.Database = fmt.Sprintf("citywatch_bench_trends_%d", rows)
-	if *trendEdges {
+	marker := fmt.Sprint(rows)
+	switch {
+	case *trendSim:
+		cfg.Database, marker = "citywatch_bench_trends_sim", "sim"
+	case *trendEdges:
 		cfg.Database += "_edges"
 	}
 	ctx := context.Background()
@@ -181,7 +206,6 @@ func trendDB(b *testing.B, rows int64) *store.DB {
 	if err := db.Migrate(ctx); err != nil {
 		b.Fatal(err)
 	}
-	marker := fmt.Sprint(rows)
 	done, err := db.AuditSince(ctx, time.Unix(0, 0), 1, "bench.generated")
 	if err != nil {
 		b.Fatal(err)
@@ -198,7 +222,22 @@ func trendDB(b *testing.B, rows int64) *store.DB {
 	start := time.Now()
 	// The server runs an INSERT ... SELECT from numbers() on one core:
 	// two at a time use both. The merges come last.
-	stmts := trendData(rows, *trendEdges)
+	var stmts []string
+	if *trendSim {
+		n, err := simulateDay(ctx, db)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Logf("%v: simulated a day of the city, %d events stored", time.Since(start).Round(time.Second), n)
+		stmts, err = repeatDay(ctx, db)
+		if err != nil {
+			b.Fatal(err)
+		}
+		stmts = append(stmts, trendAlerts()...)
+	} else {
+		stmts = append(trendData(rows, *trendEdges), trendAlerts()...)
+	}
+	stmts = append(stmts, trendMerges...)
 	merges := slices.IndexFunc(stmts, func(s string) bool { return strings.HasPrefix(s, "OPTIMIZE") })
 	run := func(s string) error {
 		t0 := time.Now()
@@ -313,6 +352,15 @@ func trendData(rows int64, edges bool) []string {
 	chunks(`INSERT INTO {db}.events_hourly (hour, type, ids) SELECT toStartOfHour(time) AS hour, 'fuel.purchase' AS type,
 		uniqCombinedState(15)(id) AS ids FROM (%s) GROUP BY hour, type`, fuel, rolled[0], rolled[1], rollupChunk)
 
+	return stmts
+}
+
+// trendAlerts returns the statements that generate the benchmark's
+// alerts, dispatches and closes.
+func trendAlerts() []string {
+	const secs = trendDays * 86400
+	start := fmt.Sprint(trendStart.Unix())
+	var stmts []string
 	// Alerts: the i-th of nAlerts, its rule, district, circle and tier as
 	// SQL of i, shared by the alerts, dispatches and audit tables.
 	const nAlerts = 3000 * trendDays
@@ -351,10 +399,15 @@ func trendData(rows int64, edges bool) []string {
 			time AS ingested_at
 		FROM (SELECT number AS i FROM numbers(%d))`, raised, rule, district, nAlerts))
 
-	// Thirty days of background merges, which a freshly filled table has
-	// not had: the rollups' parts merged into one a day.
-	for _, t := range []string{"alerts_hourly", "events_hourly", "health_hourly"} {
-		stmts = append(stmts, "OPTIMIZE TABLE {db}."+t+" FINAL")
-	}
 	return stmts
+}
+
+// trendMerges are thirty days of background merges, which a freshly
+// filled table has not had: the rollups' parts merged into one a day.
+var trendMerges = []string{
+	"OPTIMIZE TABLE {db}.alerts_hourly FINAL",
+	"OPTIMIZE TABLE {db}.events_hourly FINAL",
+	"OPTIMIZE TABLE {db}.health_hourly FINAL",
+	"OPTIMIZE TABLE {db}.events_minutely FINAL",
+	"OPTIMIZE TABLE {db}.health_minutely FINAL",
 }

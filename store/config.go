@@ -74,14 +74,16 @@ func (c Config) TLSConfig() (*tls.Config, error) {
 // location data is not something to get by leaving a field out.
 type Retention struct {
 	// Events is for the events table (detections, checkpoint passes, drone
-	// and patrol reports); default 90.
+	// and patrol reports) and the minutely rollups of events (fuel
+	// purchases' included); default 90.
 	Events int `yaml:"events"`
 	// Fuel is for real-name fuel purchases, personal data kept shortest;
 	// default 7.
 	Fuel int `yaml:"fuel"`
 	// Rejected is for rejected input (the DLQ); default 14.
 	Rejected int `yaml:"rejected"`
-	// Health is for camera health reports and device heartbeats; default 30.
+	// Health is for camera health reports and device heartbeats, and their
+	// minutely rollups; default 30.
 	Health int `yaml:"health"`
 	// Alerts is for alert lifecycle messages; default 365.
 	Alerts int `yaml:"alerts"`
@@ -200,6 +202,8 @@ func (r Retention) tables() []tableRetention {
 		{tableAlertsHourly, "trends", r.Trends},
 		{tableEventsHourly, "trends", r.Trends},
 		{tableHealthHourly, "trends", r.Trends},
+		{tableEventsMinutely, "events", r.Events},
+		{tableHealthMinutely, "health", r.Health},
 	}
 }
 

@@ -34,14 +34,14 @@ func TestMigrateTwice(t *testing.T) {
 	}
 
 	got := query(t, db, "SELECT version, count() FROM `"+db.Database()+"`.schema_migrations FINAL GROUP BY version ORDER BY version")
-	if diff := cmp.Diff([][]string{{"1", "1"}, {"2", "1"}}, got); diff != "" {
+	if diff := cmp.Diff([][]string{{"1", "1"}, {"2", "1"}, {"3", "1"}}, got); diff != "" {
 		t.Errorf("schema_migrations (-want +got):\n%s", diff)
 	}
 
 	tables := query(t, db, "SELECT name FROM system.tables WHERE database = ? ORDER BY name", db.Database())
 	want := [][]string{{"alerts"}, {"alerts_hourly"}, {"alerts_hourly_mv"}, {"audit"}, {"device_health"}, {"dispatches"},
-		{"events"}, {"events_hourly"}, {"events_hourly_mv"}, {"fuel_hourly_mv"}, {"fuel_purchases"}, {"health_hourly"}, {"health_hourly_mv"},
-		{"rejected"}, {"schema_migrations"}}
+		{"events"}, {"events_hourly"}, {"events_hourly_mv"}, {"events_minutely"}, {"events_minutely_mv"}, {"fuel_hourly_mv"}, {"fuel_minutely_mv"},
+		{"fuel_purchases"}, {"health_hourly"}, {"health_hourly_mv"}, {"health_minutely"}, {"health_minutely_mv"}, {"rejected"}, {"schema_migrations"}}
 	if diff := cmp.Diff(want, tables); diff != "" {
 		t.Errorf("tables (-want +got):\n%s", diff)
 	}
@@ -269,7 +269,9 @@ func TestApplyRetention(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantDropped := []string{"device_health/20261026", "events/20260818", "fuel_purchases/20261118", "rejected/20261111"}
+	// The minutely rollups go with the rows they count; a fuel purchase's
+	// minute stays with the events' (events_minutely/20261118).
+	wantDropped := []string{"device_health/20261026", "events/20260818", "events_minutely/20260818", "fuel_purchases/20261118", "health_minutely/20261026", "rejected/20261111"}
 	if diff := cmp.Diff(wantDropped, dropped); diff != "" {
 		t.Errorf("dropped (-want +got):\n%s", diff)
 	}
@@ -315,7 +317,7 @@ func TestApplyRetentionPerTable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff([]string{"events/20261124", "fuel_purchases/20261124"}, dropped); diff != "" {
+	if diff := cmp.Diff([]string{"events/20261124", "events_minutely/20261124", "fuel_purchases/20261124"}, dropped); diff != "" {
 		t.Errorf("dropped (-want +got):\n%s", diff)
 	}
 }

@@ -31,6 +31,11 @@ func (db *DB) Migrate(ctx context.Context) error {
 				return fmt.Errorf("cannot apply migration %d (%s), statement %d: %w", m.version, m.name, i+1, err)
 			}
 		}
+		if m.backfill != nil {
+			if err := m.backfill(ctx, db); err != nil {
+				return fmt.Errorf("cannot apply migration %d (%s): %w", m.version, m.name, err)
+			}
+		}
 		err := db.conn.Exec(ctx, "INSERT INTO "+db.table(tableMigrations)+" (version, name, applied_at) SELECT ?, ?, now()",
 			uint32(m.version), m.name)
 		if err != nil {

@@ -1,5 +1,11 @@
 package store
 
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
 // The schema runs unchanged on the ClickHouse that Debian ships (18.16) and
 // on current releases, so it avoids LowCardinality, TTL, DateTime64, CODEC,
 // Map and Nullable. Instants are a DateTime('UTC') column of seconds plus a
@@ -65,6 +71,9 @@ const (
 	tableAlertsHourly = "alerts_hourly"
 	tableEventsHourly = "events_hourly"
 	tableHealthHourly = "health_hourly"
+
+	tableEventsMinutely = "events_minutely"
+	tableHealthMinutely = "health_minutely"
 )
 
 // migration is one numbered step of the schema. Its statements are run in
@@ -77,6 +86,9 @@ type migration struct {
 	version int
 	name    string
 	stmts   []string
+	// backfill, when set, runs after the statements, with the same
+	// promise: harmless when run again.
+	backfill func(ctx context.Context, db *DB) error
 }
 
 // migrations is the schema history, in version order.
@@ -231,6 +243,12 @@ var migrations = []migration{
 		name:    "hourly rollups for trends",
 		stmts:   rollupStmts,
 	},
+	{
+		version:  3,
+		name:     "minutely rollups for the part-hours of trends",
+		stmts:    minuteRollupStmts,
+		backfill: backfillMinutes,
+	},
 }
 
 // Rollups. The trend queries read hourly pre-aggregates, kept on insert by
@@ -354,6 +372,116 @@ var rollupStmts = []string{
 	SELECT toStartOfHour(time) AS hour, type, status, uniqCombinedState(15)(id) AS ids, uniqCombinedState(15)(device_id) AS devices
 	FROM {db}.device_health
 	GROUP BY hour, type, status`,
+}
+
+// Minutely rollups. A trend range that starts or ends inside an hour
+// cannot read that part-hour from the hourly rollups, and the events
+// table is ordered by the hour (type, toStartOfHour(time), device_id, id),
+// so reading a part-hour from it reads the whole hour: about 9 million
+// rows at the city's rate, 1.5 s for a range's two ends. events_minutely
+// and health_minutely are the hourly rollups again per UTC minute, with
+// the same states (uniqCombined(15), see above), so that the states of
+// minutes and hours merge in one query. Only the part-hours at a range's
+// ends read them; whole hours still read the hourly rollups, which are 60
+// times fewer states to merge.
+//
+// A minute's state is small while it holds under about 2,000 ids and
+// about 20 KiB beyond, so at the city's rate the minutely rollups take a
+// few GB a month: they follow the retention of the rows they count
+// (Retention.Events and Retention.Health), not that of the hourly
+// rollups.
+//
+// The backfill reads the base tables a UTC day at a time
+// (backfillMinutes): a month of minutes in one GROUP BY would hold
+// hundreds of thousands of states in memory.
+var minuteRollupStmts = []string{
+	`CREATE TABLE IF NOT EXISTS {db}.events_minutely (
+		minute DateTime('UTC'),
+		type   String,
+		ids    AggregateFunction(uniqCombined(15), String)
+	) ENGINE = AggregatingMergeTree()
+	PARTITION BY toYYYYMMDD(minute)
+	ORDER BY (minute, type)`,
+
+	`CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.events_minutely_mv TO {db}.events_minutely AS
+	SELECT toStartOfMinute(time) AS minute, type, uniqCombinedState(15)(id) AS ids
+	FROM {db}.events
+	GROUP BY minute, type`,
+
+	`CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.fuel_minutely_mv TO {db}.events_minutely AS
+	SELECT toStartOfMinute(time) AS minute, 'fuel.purchase' AS type, uniqCombinedState(15)(id) AS ids
+	FROM {db}.fuel_purchases
+	GROUP BY minute, type`,
+
+	`CREATE TABLE IF NOT EXISTS {db}.health_minutely (
+		minute  DateTime('UTC'),
+		type    String,
+		status  String,
+		ids     AggregateFunction(uniqCombined(15), String),
+		devices AggregateFunction(uniqCombined(15), String)
+	) ENGINE = AggregatingMergeTree()
+	PARTITION BY toYYYYMMDD(minute)
+	ORDER BY (minute, type, status)`,
+
+	`CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.health_minutely_mv TO {db}.health_minutely AS
+	SELECT toStartOfMinute(time) AS minute, type, status, uniqCombinedState(15)(id) AS ids, uniqCombinedState(15)(device_id) AS devices
+	FROM {db}.device_health
+	GROUP BY minute, type, status`,
+}
+
+// minuteBackfills are the backfill of each minutely rollup from one base
+// table, for the rows of [?, ?) in Unix seconds.
+var minuteBackfills = []struct{ base, insert string }{
+	{tableEvents, `INSERT INTO {db}.events_minutely (minute, type, ids)
+	SELECT toStartOfMinute(time) AS minute, type, uniqCombinedState(15)(id) AS ids
+	FROM {db}.events WHERE time >= toDateTime(?) AND time < toDateTime(?)
+	GROUP BY minute, type`},
+	{tableFuel, `INSERT INTO {db}.events_minutely (minute, type, ids)
+	SELECT toStartOfMinute(time) AS minute, 'fuel.purchase' AS type, uniqCombinedState(15)(id) AS ids
+	FROM {db}.fuel_purchases WHERE time >= toDateTime(?) AND time < toDateTime(?)
+	GROUP BY minute, type`},
+	{tableHealth, `INSERT INTO {db}.health_minutely (minute, type, status, ids, devices)
+	SELECT toStartOfMinute(time) AS minute, type, status, uniqCombinedState(15)(id) AS ids, uniqCombinedState(15)(device_id) AS devices
+	FROM {db}.device_health WHERE time >= toDateTime(?) AND time < toDateTime(?)
+	GROUP BY minute, type, status`},
+}
+
+// backfillMinutes fills the minutely rollups from the rows stored before
+// their views existed, one daily partition of a base table at a time. Like
+// the hourly backfill it may run twice or beside the sink: the states are
+// sets.
+func backfillMinutes(ctx context.Context, db *DB) error {
+	for _, bf := range minuteBackfills {
+		rows, err := db.conn.Query(ctx,
+			"SELECT DISTINCT partition FROM system.parts WHERE database = ? AND table = ? AND active ORDER BY partition",
+			db.cfg.Database, bf.base)
+		if err != nil {
+			return fmt.Errorf("cannot list partitions of %s: %w", bf.base, err)
+		}
+		var days []int
+		for rows.Next() {
+			var p string
+			if err := rows.Scan(&p); err != nil {
+				rows.Close()
+				return fmt.Errorf("cannot list partitions of %s: %w", bf.base, err)
+			}
+			if d, ok := partitionDay(p); ok {
+				days = append(days, d)
+			}
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return fmt.Errorf("cannot list partitions of %s: %w", bf.base, err)
+		}
+		for _, d := range days {
+			from := time.Date(d/10000, time.Month(d/100%100), d%100, 0, 0, 0, 0, time.UTC)
+			if err := db.conn.Exec(ctx, db.expand(bf.insert), from.Unix(), from.AddDate(0, 0, 1).Unix()); err != nil {
+				return fmt.Errorf("cannot backfill the minutes of %s for %d: %w", bf.base, d, err)
+			}
+		}
+	}
+	return nil
 }
 
 // migrationsTable is created before any migration runs, so it is not a

@@ -194,6 +194,11 @@ func joinTime(sec uint32, ms uint16) time.Time {
 
 // TrendQuery is the range and grouping of a trend.
 type TrendQuery struct {
+	// From and To are the range [From, To). Whole hours are read from the
+	// hourly rollups and whole minutes at the ends from the minutely ones;
+	// only a part-minute at either end is read from the base tables, which
+	// costs a whole hour of rows (they are ordered by the hour), so callers
+	// that answer people take their ranges to the minute.
 	From, To time.Time
 	// Location is the zone buckets are cut in; it must have an IANA name
 	// (Asia/Shanghai). Nil means UTC.
@@ -215,10 +220,11 @@ var ErrTrend = errors.New("unsupported trend")
 type bucketer struct {
 	fn string // toStartOfHour or toStartOfDay
 	tz string // IANA name
-	// hourly is whether every bucket is a union of whole UTC hours over
-	// the range: true when the zone's offset is a whole number of hours
-	// throughout it.
-	hourly bool
+	// unit is the largest of an hour and a minute of which every bucket
+	// is a union of whole UTC units over the range: 3600 when the zone's
+	// offset is a whole number of hours throughout it, 60 when it is a
+	// whole number of minutes (Asia/Kolkata), 0 when neither.
+	unit int64
 }
 
 // sql returns the start of col's bucket, in Unix seconds.
@@ -235,7 +241,13 @@ func (q TrendQuery) bucketer() (bucketer, error) {
 	if err != nil {
 		return bucketer{}, err
 	}
-	b := bucketer{tz: tz, hourly: wholeHours(loc, q.From, q.To)}
+	b := bucketer{tz: tz}
+	switch {
+	case wholeUnits(loc, q.From, q.To, 3600):
+		b.unit = 3600
+	case wholeUnits(loc, q.From, q.To, 60):
+		b.unit = 60
+	}
 	switch q.Bucket {
 	case "", "hour":
 		b.fn = "toStartOfHour"
@@ -247,12 +259,13 @@ func (q TrendQuery) bucketer() (bucketer, error) {
 	return b, nil
 }
 
-// wholeHours reports whether loc's offset from UTC is a whole number of
-// hours at every instant of [from, to] (Asia/Kolkata's is not).
-func wholeHours(loc *time.Location, from, to time.Time) bool {
+// wholeUnits reports whether loc's offset from UTC is a whole number of
+// units (seconds) at every instant of [from, to] (Asia/Kolkata's is a
+// whole number of minutes, not of hours).
+func wholeUnits(loc *time.Location, from, to time.Time, unit int) bool {
 	for t := from; ; {
 		_, off := t.In(loc).Zone()
-		if off%3600 != 0 {
+		if off%unit != 0 {
 			return false
 		}
 		_, end := t.In(loc).ZoneBounds()
@@ -266,26 +279,71 @@ func wholeHours(loc *time.Location, from, to time.Time) bool {
 // secRange is the range [from, to) of Unix seconds.
 type secRange struct{ from, to int64 }
 
+// align splits r into the whole units it holds and the parts before and
+// after them; when it holds no whole unit, all of r is head.
+func (r secRange) align(unit int64) (head, whole, tail secRange) {
+	first, last := (r.from+unit-1)/unit*unit, r.to/unit*unit
+	if first >= last {
+		return r, secRange{}, secRange{}
+	}
+	return secRange{r.from, first}, secRange{first, last}, secRange{last, r.to}
+}
+
+// source is where a part of a trend's range is read from.
+type source int
+
+const (
+	fromRows    source = iota // the base tables
+	fromMinutes               // the minutely rollups
+	fromHours                 // the hourly rollups
+)
+
+// span is a part of a trend's range and where it is read from.
+type span struct {
+	src source
+	secRange
+}
+
 // split splits q's range into the whole UTC hours that the hourly rollups
-// answer and the parts before and after them (less than an hour each)
-// that only the base tables can. When buckets are not unions of UTC
-// hours, all of the range is base table.
-func (q TrendQuery) split(b bucketer) (edges []secRange, hours secRange) {
+// answer, the whole minutes around them that the minutely rollups answer
+// (only when minutes is set: alerts have no minutely rollup, and their
+// rows are few) and the part-minutes at the ends, which only the base
+// tables can. Buckets that are not unions of UTC hours (or of minutes)
+// leave more, or all, of the range to the finer sources.
+func (q TrendQuery) split(b bucketer, minutes bool) []span {
 	from, to := clampUnix(q.From), ceilUnix(q.To)
 	if from >= to {
-		return nil, secRange{}
+		return nil
 	}
-	first, last := (from+3599)/3600*3600, to/3600*3600
-	if !b.hourly || first >= last {
-		return []secRange{{from, to}}, secRange{}
+	var out []span
+	add := func(src source, r secRange) {
+		if r.from < r.to {
+			out = append(out, span{src, r})
+		}
 	}
-	if from < first {
-		edges = append(edges, secRange{from, first})
+	r := secRange{from, to}
+	switch {
+	case b.unit == 0, b.unit == 60 && !minutes:
+		add(fromRows, r)
+	case !minutes:
+		head, hours, tail := r.align(3600)
+		add(fromRows, head)
+		add(fromHours, hours)
+		add(fromRows, tail)
+	default:
+		head, mins, tail := r.align(60)
+		add(fromRows, head)
+		add(fromRows, tail)
+		if b.unit == 60 {
+			add(fromMinutes, mins)
+			break
+		}
+		mhead, hours, mtail := mins.align(3600)
+		add(fromMinutes, mhead)
+		add(fromHours, hours)
+		add(fromMinutes, mtail)
 	}
-	if last < to {
-		edges = append(edges, secRange{last, to})
-	}
-	return edges, secRange{first, last}
+	return out
 }
 
 // trendParts is a UNION ALL of SELECTs that each return a bucket b, a key
@@ -341,18 +399,18 @@ func (db *DB) AlertsTrend(ctx context.Context, q TrendQuery) ([]BucketCount, err
 		cond, a := inList("district", q.Districts)
 		filter, fargs = " AND "+cond, a
 	}
-	edges, hours := q.split(b)
 	var p trendParts
-	for _, r := range edges {
+	for _, r := range q.split(b, false) {
+		if r.src == fromHours {
+			p.add("SELECT "+b.sql("hour")+" AS b, "+key+" AS k, ids AS s FROM "+db.table(tableAlertsHourly)+
+				" WHERE hour >= toDateTime(?) AND hour < toDateTime(?)"+filter,
+				append([]any{r.from, r.to}, fargs...)...)
+			continue
+		}
 		// No FINAL: a replayed copy adds an id already in the set.
 		p.add("SELECT "+b.sql("raised_at")+" AS b, "+key+" AS k, uniqExactState(id) AS s FROM "+db.table(tableAlerts)+
 			" WHERE status = 'firing' AND raised_at >= toDateTime(?) AND raised_at < toDateTime(?)"+filter+" GROUP BY b, k",
 			append([]any{r.from, r.to}, fargs...)...)
-	}
-	if hours.from < hours.to {
-		p.add("SELECT "+b.sql("hour")+" AS b, "+key+" AS k, ids AS s FROM "+db.table(tableAlertsHourly)+
-			" WHERE hour >= toDateTime(?) AND hour < toDateTime(?)"+filter,
-			append([]any{hours.from, hours.to}, fargs...)...)
 	}
 	if len(p.sql) == 0 {
 		return nil, nil
@@ -373,18 +431,24 @@ func (db *DB) EventsTrend(ctx context.Context, q TrendQuery) ([]BucketCount, err
 	if err != nil {
 		return nil, fmt.Errorf("cannot count events: %w", err)
 	}
-	edges, hours := q.split(b)
 	var p trendParts
-	for _, r := range edges {
-		for _, t := range eventTables {
-			p.add("SELECT "+b.sql("time")+" AS b, "+t.typeSQL+" AS k, uniqCombinedState(15)(id) AS s FROM "+db.table(t.table)+
-				" WHERE time >= toDateTime(?) AND time < toDateTime(?) GROUP BY b, k", r.from, r.to)
-		}
-	}
-	if hours.from < hours.to {
-		for _, t := range []string{tableEventsHourly, tableHealthHourly} {
-			p.add("SELECT "+b.sql("hour")+" AS b, type AS k, ids AS s FROM "+db.table(t)+
-				" WHERE hour >= toDateTime(?) AND hour < toDateTime(?)", hours.from, hours.to)
+	for _, r := range q.split(b, true) {
+		switch r.src {
+		case fromRows:
+			for _, t := range eventTables {
+				p.add("SELECT "+b.sql("time")+" AS b, "+t.typeSQL+" AS k, uniqCombinedState(15)(id) AS s FROM "+db.table(t.table)+
+					" WHERE time >= toDateTime(?) AND time < toDateTime(?) GROUP BY b, k", r.from, r.to)
+			}
+		case fromMinutes:
+			for _, t := range []string{tableEventsMinutely, tableHealthMinutely} {
+				p.add("SELECT "+b.sql("minute")+" AS b, type AS k, ids AS s FROM "+db.table(t)+
+					" WHERE minute >= toDateTime(?) AND minute < toDateTime(?)", r.from, r.to)
+			}
+		case fromHours:
+			for _, t := range []string{tableEventsHourly, tableHealthHourly} {
+				p.add("SELECT "+b.sql("hour")+" AS b, type AS k, ids AS s FROM "+db.table(t)+
+					" WHERE hour >= toDateTime(?) AND hour < toDateTime(?)", r.from, r.to)
+			}
 		}
 	}
 	if len(p.sql) == 0 {
@@ -408,16 +472,20 @@ func (db *DB) HealthTrend(ctx context.Context, q TrendQuery) ([]BucketCount, err
 	// A heartbeat counts its device, a health report itself. (18.16's
 	// if() takes no aggregate states, hence a part for each.)
 	const key = "if(type = 'device.heartbeat', 'heartbeat_devices', status) AS k, type AS t"
-	edges, hours := q.split(b)
 	var p trendParts
-	for _, r := range edges {
-		p.add("SELECT "+b.sql("time")+" AS b, "+key+", uniqCombinedState(15)(if(type = 'device.heartbeat', device_id, id)) AS s FROM "+db.table(tableHealth)+
-			" WHERE time >= toDateTime(?) AND time < toDateTime(?) GROUP BY b, k, t", r.from, r.to)
-	}
-	if hours.from < hours.to {
+	for _, r := range q.split(b, true) {
+		if r.src == fromRows {
+			p.add("SELECT "+b.sql("time")+" AS b, "+key+", uniqCombinedState(15)(if(type = 'device.heartbeat', device_id, id)) AS s FROM "+db.table(tableHealth)+
+				" WHERE time >= toDateTime(?) AND time < toDateTime(?) GROUP BY b, k, t", r.from, r.to)
+			continue
+		}
+		table, col := tableHealthHourly, "hour"
+		if r.src == fromMinutes {
+			table, col = tableHealthMinutely, "minute"
+		}
 		for _, part := range []struct{ state, cond string }{{"devices", "="}, {"ids", "!="}} {
-			p.add("SELECT "+b.sql("hour")+" AS b, "+key+", "+part.state+" AS s FROM "+db.table(tableHealthHourly)+
-				" WHERE hour >= toDateTime(?) AND hour < toDateTime(?) AND type "+part.cond+" 'device.heartbeat'", hours.from, hours.to)
+			p.add("SELECT "+b.sql(col)+" AS b, "+key+", "+part.state+" AS s FROM "+db.table(table)+
+				" WHERE "+col+" >= toDateTime(?) AND "+col+" < toDateTime(?) AND type "+part.cond+" 'device.heartbeat'", r.from, r.to)
 		}
 	}
 	if len(p.sql) == 0 {

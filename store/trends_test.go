@@ -241,9 +241,11 @@ func TestTrendsMatchBaseTables(t *testing.T) {
 	for _, r := range [][2]time.Duration{
 		{0, span},                      // whole hours
 		{-time.Hour, span + time.Hour}, // beyond the data
-		{17*time.Minute + 3*time.Second, 53*time.Hour + 31*time.Minute}, // parts of hours at both ends
-		{25*time.Hour + 10*time.Minute, 25*time.Hour + 40*time.Minute},  // within one hour
-		{5 * time.Hour, 5 * time.Hour},                                  // empty
+		{17*time.Minute + 3*time.Second, 53*time.Hour + 31*time.Minute},    // parts of hours at both ends
+		{17 * time.Minute, 53*time.Hour + 31*time.Minute},                  // whole minutes at both ends
+		{59*time.Second + 500*time.Millisecond, 2*time.Hour + time.Second}, // part-minutes, minutes and hours
+		{25*time.Hour + 10*time.Minute, 25*time.Hour + 40*time.Minute},     // within one hour
+		{5 * time.Hour, 5 * time.Hour},                                     // empty
 	} {
 		for _, loc := range []*time.Location{nil, shanghai, kolkata} {
 			for _, bucket := range []string{"hour", "day"} {
@@ -293,7 +295,8 @@ func TestTrendsMatchBaseTables(t *testing.T) {
 	// As if the data had been stored before the rollups existed: the
 	// migration backfills them.
 	d := "`" + db.Database() + "`."
-	for _, table := range []string{"alerts_hourly_mv", "events_hourly_mv", "fuel_hourly_mv", "health_hourly_mv", "alerts_hourly", "events_hourly", "health_hourly", "schema_migrations"} {
+	for _, table := range []string{"alerts_hourly_mv", "events_hourly_mv", "fuel_hourly_mv", "health_hourly_mv", "alerts_hourly", "events_hourly", "health_hourly",
+		"events_minutely_mv", "fuel_minutely_mv", "health_minutely_mv", "events_minutely", "health_minutely", "schema_migrations"} {
 		if err := db.Conn().Exec(ctx, "DROP TABLE "+d+table); err != nil {
 			t.Fatal(err)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"strconv"
 	"strings"
@@ -365,4 +366,30 @@ func readTopic(t *testing.T, kc kafkaio.Config, topic string, keep func(kafka.Me
 		t.Fatalf("no matching message on %s", topic)
 	}
 	return kafka.Message{}
+}
+
+func TestTrendRangeToTheMinute(t *testing.T) {
+	now := time.Date(2026, 11, 26, 10, 17, 42, 0, time.UTC)
+	s := &Server{loc: time.UTC, now: func() time.Time { return now }}
+	for _, tc := range []struct {
+		query    string
+		from, to time.Time
+		err      bool
+	}{
+		{"", now.Truncate(time.Hour).Add(-23 * time.Hour), now.Truncate(time.Hour).Add(time.Hour), false},
+		{"from=2026-11-25T08:16:30Z&to=2026-11-26T09:40:01Z", time.Date(2026, 11, 25, 8, 16, 0, 0, time.UTC), time.Date(2026, 11, 26, 9, 41, 0, 0, time.UTC), false},
+		{"from=2026-11-25T08:16:00Z&to=2026-11-26T09:40:00Z", time.Date(2026, 11, 25, 8, 16, 0, 0, time.UTC), time.Date(2026, 11, 26, 9, 40, 0, 0, time.UTC), false},
+		{"from=2026-11-25T08:16:10Z&to=2026-11-25T08:16:50Z", time.Date(2026, 11, 25, 8, 16, 0, 0, time.UTC), time.Date(2026, 11, 25, 8, 17, 0, 0, time.UTC), false},
+		{"from=2026-11-25T08:16:10Z&to=2026-11-25T08:16:10Z", time.Time{}, time.Time{}, true},
+	} {
+		r := httptest.NewRequest("GET", "/api/trends/events?"+tc.query, nil)
+		q, err := s.trendQuery(r)
+		if (err != nil) != tc.err {
+			t.Errorf("%q: error %v, want error %v", tc.query, err, tc.err)
+			continue
+		}
+		if !tc.err && (!q.From.Equal(tc.from) || !q.To.Equal(tc.to)) {
+			t.Errorf("%q: range %v – %v, want %v – %v", tc.query, q.From, q.To, tc.from, tc.to)
+		}
+	}
 }
