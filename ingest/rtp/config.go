@@ -23,9 +23,21 @@ type Config struct {
 	// MaxDocumentBytes bounds one ONVIF document being reassembled; a
 	// larger one is dropped and counted.
 	MaxDocumentBytes int `yaml:"max_document_bytes"`
+	// MaxBufferBytes bounds the memory of reassembly across all streams:
+	// the buffers of documents being reassembled and of packets waiting
+	// behind a gap. When it is spent, what the stream that has buffered
+	// the longest holds is abandoned (counted as memory_budget), and so
+	// on until an eighth of it is free. The default is 64 MiB (or
+	// MaxDocumentBytes, if larger).
+	MaxBufferBytes int `yaml:"max_buffer_bytes"`
 	// ReassemblyTimeout is how long an incomplete document waits for its
 	// missing packets.
 	ReassemblyTimeout time.Duration `yaml:"reassembly_timeout"`
+	// ReorderWait is how long packets that arrived after a gap in the
+	// sequence numbers wait for the missing ones (which may be late, not
+	// lost) before these are taken as lost. Up to 64 packets wait. The
+	// default is 200 ms (or ReassemblyTimeout, if shorter).
+	ReorderWait time.Duration `yaml:"reorder_wait"`
 	// StallTimeout is how long a stream may send nothing before it is
 	// reported as video_loss ("stream stalled").
 	StallTimeout time.Duration `yaml:"stall_timeout"`
@@ -34,6 +46,11 @@ type Config struct {
 	// as video_loss.
 	LossWindow    time.Duration `yaml:"loss_window"`
 	LossThreshold float64       `yaml:"loss_threshold"`
+	// IdleTimeout is how long a stream that sent nothing, and whose stall
+	// was reported, is kept; then it is forgotten, so that it does not
+	// hold one of MaxStreams places. If it comes back it is reported ok.
+	// The default is 10 min (or twice StallTimeout, if longer).
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
 	// HeartbeatInterval is how often a live stream's camera gets a
 	// device.heartbeat (the contract asks for one a minute at least).
 	HeartbeatInterval time.Duration `yaml:"heartbeat_interval"`
@@ -56,11 +73,20 @@ func (c *Config) SetDefaults() {
 	if c.MaxDocumentBytes == 0 {
 		c.MaxDocumentBytes = 256 << 10
 	}
+	if c.MaxBufferBytes == 0 {
+		c.MaxBufferBytes = max(64<<20, c.MaxDocumentBytes)
+	}
 	if c.ReassemblyTimeout == 0 {
 		c.ReassemblyTimeout = 2 * time.Second
 	}
+	if c.ReorderWait == 0 {
+		c.ReorderWait = min(200*time.Millisecond, c.ReassemblyTimeout)
+	}
 	if c.StallTimeout == 0 {
 		c.StallTimeout = 10 * time.Second
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = max(10*time.Minute, 2*c.StallTimeout)
 	}
 	if c.LossWindow == 0 {
 		c.LossWindow = time.Minute
@@ -90,10 +116,16 @@ func (c Config) Validate() error {
 		return fmt.Errorf("gateway.rtp.max_streams: must be ≥ 1, got %d", c.MaxStreams)
 	case c.MaxDocumentBytes < 1500:
 		return fmt.Errorf("gateway.rtp.max_document_bytes: must be ≥ 1500, got %d", c.MaxDocumentBytes)
+	case c.MaxBufferBytes < c.MaxDocumentBytes:
+		return fmt.Errorf("gateway.rtp.max_buffer_bytes: must be at least max_document_bytes (%d), got %d", c.MaxDocumentBytes, c.MaxBufferBytes)
 	case c.ReassemblyTimeout <= 0:
 		return errors.New("gateway.rtp.reassembly_timeout: must be positive")
+	case c.ReorderWait <= 0 || c.ReorderWait > c.ReassemblyTimeout:
+		return errors.New("gateway.rtp.reorder_wait: must be positive and at most reassembly_timeout")
 	case c.StallTimeout <= 0:
 		return errors.New("gateway.rtp.stall_timeout: must be positive")
+	case c.IdleTimeout <= c.StallTimeout:
+		return errors.New("gateway.rtp.idle_timeout: must be longer than stall_timeout")
 	case c.LossWindow <= 0:
 		return errors.New("gateway.rtp.loss_window: must be positive")
 	case c.LossThreshold <= 0 || c.LossThreshold >= 1:

@@ -68,10 +68,12 @@ func packetStream(pkts [][]byte) []byte {
 	return out
 }
 
-// FuzzPackets feeds a run of datagrams (RTP parse, statistics,
-// reassembly, document parse) to one receiver: no panic, and the memory
-// of a stream stays within its limits.
+// FuzzPackets feeds a run of datagrams (RTP parse, statistics, reorder
+// buffer, reassembly, document parse) of two cameras to one receiver
+// whose buffer budget holds one document: no panic, and the memory of a
+// stream and of all stay within their limits.
 func FuzzPackets(f *testing.F) {
+	const other = "cam-b-00002"
 	for _, b := range docSeeds(f) {
 		p := &Packetizer{SSRC: SSRC(camID), Seq: 65534, MaxSize: 200}
 		pkts := packets(p, b, 42)
@@ -81,11 +83,26 @@ func FuzzPackets(f *testing.F) {
 			pkts[1], pkts[2] = pkts[2], pkts[1]
 			f.Add(packetStream(append(pkts, pkts[0])))
 		}
+		// Interleaved with another camera's, some held behind a gap.
+		q := packets(&Packetizer{SSRC: SSRC(other), Seq: 10, MaxSize: 300}, b, 7)
+		var mixed [][]byte
+		for i := range max(len(pkts), len(q)) {
+			if i < len(q) && i != 1 {
+				mixed = append(mixed, q[i])
+			}
+			if i < len(pkts) {
+				mixed = append(mixed, pkts[i])
+			}
+		}
+		if len(q) > 1 {
+			mixed = append(mixed, q[1])
+		}
+		f.Add(packetStream(mixed))
 	}
 	f.Add(packetStream([][]byte{{0x80, 0x60, 0, 1}}))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		const limit = 4096
-		r, _ := newTestReceiver(t, Config{MaxDocumentBytes: 1500 + limit})
+		r, _ := newReceiverOf(t, Config{MaxDocumentBytes: 1500 + limit, MaxBufferBytes: 1500 + limit}, camID, other)
 		w := r.newWorker()
 		now := t0
 		for len(in) >= 2 {
@@ -99,12 +116,20 @@ func FuzzPackets(f *testing.F) {
 			now = now.Add(7 * time.Millisecond)
 		}
 		r.checkAll(now.Add(time.Minute), now)
+		var reserved int64
 		for i := range r.shards {
 			for _, st := range r.shards[i].streams {
-				if len(st.data) > 1500+limit || len(st.frags) > maxFragments {
-					t.Fatalf("stream holds %d bytes in %d fragments", len(st.data), len(st.frags))
+				if len(st.data) > 1500+limit || st.docPackets > maxFragments || st.heldLive > reorderSlots*datagramSize {
+					t.Fatalf("stream holds %d bytes in %d fragments, %d held", len(st.data), st.docPackets, st.heldLive)
 				}
+				if c := int64(cap(st.data) + cap(st.heldData)); c != st.reserved {
+					t.Fatalf("stream reserved %d for %d bytes of buffers", st.reserved, c)
+				}
+				reserved += st.reserved
 			}
+		}
+		if b := r.bufBytes.Load(); b != reserved || b > int64(r.cfg.MaxBufferBytes) {
+			t.Fatalf("buffered %d bytes, streams reserved %d, budget %d", b, reserved, r.cfg.MaxBufferBytes)
 		}
 	})
 }

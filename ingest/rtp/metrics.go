@@ -19,8 +19,9 @@ var (
 	descBytes = counterDesc{desc: prometheus.NewDesc("citywatch_rtp_received_bytes_total",
 		"Bytes of RTP datagrams received.", nil, nil), counts: []int{cBytes}}
 	descDropped = counterDesc{desc: prometheus.NewDesc("citywatch_rtp_packets_dropped_total",
-		"RTP datagrams dropped before reaching a stream, by reason.", []string{"reason"}, nil),
-		counts: []int{cMalformed, cUnknownSSRC, cMaxStreams}, labels: []string{"malformed", "unknown_ssrc", "max_streams"}}
+		"RTP datagrams dropped before reassembly, by reason (out_of_sequence: a stray far outside its stream's sequence numbers).", []string{"reason"}, nil),
+		counts: []int{cMalformed, cUnknownSSRC, cMaxStreams, cStray},
+		labels: []string{"malformed", "unknown_ssrc", "max_streams", "out_of_sequence"}}
 	descLost = counterDesc{desc: prometheus.NewDesc("citywatch_rtp_packets_lost_total",
 		"Packets lost in the streams per RFC 3550 (expected minus received, summed over check intervals with loss).", nil, nil),
 		counts: []int{cLost}}
@@ -34,8 +35,11 @@ var (
 		"ONVIF metadata documents reassembled.", nil, nil), counts: []int{cDocuments}}
 	descDocsDropped = counterDesc{desc: prometheus.NewDesc("citywatch_rtp_documents_dropped_total",
 		"Metadata documents (or their fragments) dropped, by reason.", []string{"reason"}, nil),
-		counts: []int{cParseErrors, cTimeouts, cOverflows, cIncomplete, cLate},
-		labels: []string{"parse_error", "reassembly_timeout", "reassembly_overflow", "incomplete", "late_fragment"}}
+		counts: []int{cParseErrors, cTimeouts, cOverflows, cIncomplete, cLate, cBudget, cRestartDrops},
+		labels: []string{"parse_error", "reassembly_timeout", "reassembly_overflow", "incomplete", "late_fragment",
+			"memory_budget", "restart"}}
+	descEvicted = counterDesc{desc: prometheus.NewDesc("citywatch_rtp_streams_evicted_total",
+		"Streams forgotten after idle_timeout without packets (their stall reported).", nil, nil), counts: []int{cEvicted}}
 	descDetections = counterDesc{desc: prometheus.NewDesc("citywatch_rtp_detections_total",
 		"camera.detection events made from metadata documents.", nil, nil), counts: []int{cDetections}}
 	descHealth = counterDesc{desc: prometheus.NewDesc("citywatch_rtp_health_changes_total",
@@ -45,9 +49,11 @@ var (
 		"Streams tracked.", nil, nil)
 	descDegraded = prometheus.NewDesc("citywatch_rtp_streams_degraded",
 		"Streams currently reported as video_loss (loss or stall).", nil, nil)
+	descBuffered = prometheus.NewDesc("citywatch_rtp_buffered_bytes",
+		"Bytes of reassembly and reorder buffers held by the streams (bounded by max_buffer_bytes).", nil, nil)
 
 	counterDescs = []counterDesc{descPackets, descBytes, descDropped, descLost, descDup, descReordered,
-		descRestarts, descDocs, descDocsDropped, descDetections, descHealth}
+		descRestarts, descDocs, descDocsDropped, descDetections, descHealth, descEvicted}
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
@@ -56,6 +62,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	}
 	ch <- descStreams
 	ch <- descDegraded
+	ch <- descBuffered
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
@@ -71,6 +78,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(descStreams, prometheus.GaugeValue, float64(c.r.nStreams.Load()))
 	ch <- prometheus.MustNewConstMetric(descDegraded, prometheus.GaugeValue, float64(c.r.degraded.Load()))
+	ch <- prometheus.MustNewConstMetric(descBuffered, prometheus.GaugeValue, float64(c.r.bufBytes.Load()))
 }
 
 func (r *Receiver) sums() [numCounters]uint64 {

@@ -3,6 +3,7 @@ package rtp
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -26,13 +27,17 @@ var t0 = time.Date(2026, 11, 26, 8, 0, 0, 0, time.UTC)
 const camID = "cam-a-00001"
 
 type sink struct {
-	mu  sync.Mutex
-	evs []event.Event
+	mu   sync.Mutex
+	evs  []event.Event
+	full bool // refuse events, as a full output buffer does
 }
 
 func (s *sink) emit(e *event.Event) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.full {
+		return false
+	}
 	c := *e
 	c.Attrs = nil
 	s.evs = append(s.evs, c)
@@ -323,6 +328,65 @@ func TestHealthStall(t *testing.T) {
 	}
 }
 
+func (s *sink) setFull(full bool) {
+	s.mu.Lock()
+	s.full = full
+	s.mu.Unlock()
+}
+
+// TestHealthOutputFull: a health change that the output could not take is
+// not taken as made; the next check sends it again.
+func TestHealthOutputFull(t *testing.T) {
+	type step struct {
+		after  time.Duration // since the last packet
+		full   bool
+		send   int // packets sent 40 ms apart before the check
+		want   []string
+		degrad bool
+	}
+	tests := []struct {
+		name  string
+		steps []step
+	}{
+		{"stall while full, sent once room is made", []step{
+			{after: 10 * time.Second, full: true, degrad: false},
+			{after: 11 * time.Second, full: true, degrad: false},
+			{after: 12 * time.Second, want: []string{"video_loss: stream stalled: no packets for 12s"}, degrad: true},
+			{after: 13 * time.Second, degrad: true},
+		}},
+		{"recovery while full, sent once room is made", []step{
+			{after: 10 * time.Second, want: []string{"video_loss: stream stalled: no packets for 10s"}, degrad: true},
+			{send: 5, after: time.Second, full: true, degrad: true},
+			{send: 5, after: time.Second, want: []string{"ok: stream healthy again"}, degrad: false},
+			{after: 2 * time.Second, degrad: false},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, s := newTestReceiver(t, Config{StallTimeout: 10 * time.Second, HeartbeatInterval: time.Hour})
+			w := r.newWorker()
+			p := &Packetizer{SSRC: SSRC(camID)}
+			last := streamAt(r, w, p, t0, 50, nil)
+			prev := last
+			for i, st := range tt.steps {
+				if st.send > 0 {
+					last = streamAt(r, w, p, prev.Add(time.Second), st.send, nil)
+				}
+				s.setFull(st.full)
+				at := last.Add(st.after)
+				r.checkAll(at, prev)
+				prev = at
+				if diff := cmp.Diff(st.want, healthEvents(s.take())); diff != "" {
+					t.Errorf("step %d: (-want +got)\n%s", i, diff)
+				}
+				if ss, _ := r.Stream(SSRC(camID)); ss.Degraded != st.degrad {
+					t.Errorf("step %d: degraded = %v, want %v", i, ss.Degraded, st.degrad)
+				}
+			}
+		})
+	}
+}
+
 func TestHealthLoss(t *testing.T) {
 	r, s := newTestReceiver(t, Config{LossWindow: time.Minute})
 	w := r.newWorker()
@@ -449,5 +513,310 @@ func TestRunUDP(t *testing.T) {
 	}
 	if bytes.Contains([]byte(r.LocalAddr().String()), []byte(":0")) {
 		t.Errorf("port not resolved: %s", r.LocalAddr())
+	}
+}
+
+func registryOf(ids ...string) *Registry {
+	reg := &Registry{bySSRC: map[uint32]*Camera{}}
+	for _, id := range ids {
+		reg.bySSRC[SSRC(id)] = &Camera{ID: id, Class: "B"}
+	}
+	return reg
+}
+
+func newReceiverOf(t testing.TB, cfg Config, ids ...string) (*Receiver, *sink) {
+	t.Helper()
+	s := &sink{}
+	r, err := New(cfg, registryOf(ids...), s.emit, prometheus.NewRegistry(), discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, s
+}
+
+// paddedDoc is a document of about size bytes with one person.
+func paddedDoc(id, size int) []byte {
+	d := personDoc(id, t0)
+	end := []byte(`</tt:VideoAnalytics></tt:MetadataStream>`)
+	head := d[:len(d)-len(end)]
+	pad := bytes.Repeat([]byte(" "), max(size-len(d), 0))
+	return slices.Concat(head, pad, end)
+}
+
+// TestBufferBudget: the reassembly buffers of all streams stay within
+// MaxBufferBytes; when one needs more, what the stream that has buffered
+// the longest holds is abandoned and counted, once.
+func TestBufferBudget(t *testing.T) {
+	cams := []string{"cam-a", "cam-b", "cam-c"}
+	type send struct{ cam, pkt int }
+	tests := []struct {
+		name      string
+		script    []send
+		wantIDs   []string
+		wantDrops map[string]uint64
+	}{
+		// a holds 4 KiB since the start, b 2 KiB, c 2 KiB: b's third
+		// packet needs 2 KiB more, and a's document goes.
+		{"the oldest incomplete document goes", []send{
+			{0, 0}, {0, 1}, {0, 2}, {1, 0}, {1, 1}, {2, 0}, {2, 1}, {1, 2},
+			{0, 3}, {1, 3}, {2, 2}, {2, 3},
+		}, []string{"1", "2"}, map[string]uint64{"memory_budget": 1}},
+		// a holds its first packet and two more behind the missing
+		// second: all of it goes, counted once; the second comes late.
+		{"packets held behind a gap go with their document", []send{
+			{0, 0}, {0, 2}, {0, 3}, {1, 0}, {1, 1}, {1, 2}, {2, 0}, {2, 1},
+			{0, 1}, {1, 3}, {2, 2}, {2, 3},
+		}, []string{"1", "2"}, map[string]uint64{"memory_budget": 1, "late_fragment": 1}},
+		{"within the budget nothing goes", []send{
+			{0, 0}, {0, 1}, {1, 0}, {1, 1}, {0, 2}, {0, 3}, {1, 2}, {1, 3}, {2, 0}, {2, 1}, {2, 2}, {2, 3},
+		}, []string{"0", "1", "2"}, map[string]uint64{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, s := newReceiverOf(t, Config{MaxDocumentBytes: 4096, MaxBufferBytes: 8192}, cams...)
+			w := r.newWorker()
+			var pkts [][][]byte
+			for i, c := range cams {
+				ps := packets(&Packetizer{SSRC: SSRC(c), Seq: 100, MaxSize: 912}, paddedDoc(i, 3500), 9000)
+				if len(ps) != 4 {
+					t.Fatalf("%d packets", len(ps))
+				}
+				pkts = append(pkts, ps)
+			}
+			now := t0
+			for _, sd := range tt.script {
+				w.handle(pkts[sd.cam][sd.pkt], now)
+				now = now.Add(time.Millisecond)
+				if b := r.bufBytes.Load(); b > 8192 {
+					t.Fatalf("after %v: %d bytes buffered", sd, b)
+				}
+			}
+			if diff := cmp.Diff(tt.wantIDs, detectionIDs(s.take())); diff != "" {
+				t.Errorf("detections (-want +got)\n%s", diff)
+			}
+			if diff := cmp.Diff(tt.wantDrops, drops(r.Totals())); diff != "" {
+				t.Errorf("dropped (-want +got)\n%s", diff)
+			}
+			if b := r.bufBytes.Load(); b != 0 {
+				t.Errorf("%d bytes still buffered", b)
+			}
+		})
+	}
+}
+
+// TestIdleEviction: a stream silent for IdleTimeout whose stall was
+// reported is forgotten, so that another camera can take its place; when
+// it comes back it is reported ok. One whose stall could not be reported
+// is kept until it is.
+func TestIdleEviction(t *testing.T) {
+	type step struct {
+		at      time.Duration // after t0
+		send    []string      // cameras that send five documents first
+		full    bool
+		want    []string // health events
+		streams int64
+	}
+	tests := []struct {
+		name        string
+		steps       []step
+		wantEvicted uint64
+	}{
+		{"evicted after the stall is reported", []step{
+			{at: time.Second, send: []string{"cam-a", "cam-b", "cam-c"}, streams: 2},
+			{at: 12 * time.Second, want: []string{"video_loss: stream stalled: no packets for 11s", "video_loss: stream stalled: no packets for 11s"}, streams: 2},
+			{at: 2 * time.Minute, streams: 0},
+			{at: 3 * time.Minute, send: []string{"cam-c", "cam-a"}, want: []string{"ok: stream healthy again"}, streams: 2},
+		}, 2},
+		{"kept while its stall could not be reported", []step{
+			{at: time.Second, send: []string{"cam-a"}, streams: 1},
+			{at: 12 * time.Second, full: true, streams: 1},
+			{at: 2 * time.Minute, full: true, streams: 1},
+			{at: 3 * time.Minute, want: []string{"video_loss: stream stalled: no packets for 179s"}, streams: 0},
+		}, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, s := newReceiverOf(t, Config{MaxStreams: 2, StallTimeout: 10 * time.Second, IdleTimeout: time.Minute,
+				HeartbeatInterval: time.Hour}, "cam-a", "cam-b", "cam-c")
+			w := r.newWorker()
+			pz := map[string]*Packetizer{}
+			prev := t0
+			for i, st := range tt.steps {
+				at := t0.Add(st.at)
+				for _, c := range st.send {
+					if pz[c] == nil {
+						pz[c] = &Packetizer{SSRC: SSRC(c)}
+					}
+					streamAt(r, w, pz[c], at.Add(-time.Second), 5, nil)
+				}
+				s.setFull(st.full)
+				r.checkAll(at, prev)
+				prev = at
+				if diff := cmp.Diff(st.want, healthEvents(s.take())); diff != "" {
+					t.Errorf("step %d: health (-want +got)\n%s", i, diff)
+				}
+				if n := r.nStreams.Load(); n != st.streams {
+					t.Errorf("step %d: %d streams, want %d", i, n, st.streams)
+				}
+			}
+			if n := r.Totals()["evicted"]; n != tt.wantEvicted {
+				t.Errorf("evicted %d, want %d", n, tt.wantEvicted)
+			}
+		})
+	}
+}
+
+// TestMaxStreamsConcurrent: readers of different shards creating streams
+// at once never exceed MaxStreams together.
+func TestMaxStreamsConcurrent(t *testing.T) {
+	const readers, perReader, limit = 4, 40, 50
+	var ids []string
+	for i := range readers * perReader {
+		ids = append(ids, fmt.Sprintf("cam-%03d", i))
+	}
+	r, _ := newReceiverOf(t, Config{MaxStreams: limit}, ids...)
+	var wg sync.WaitGroup
+	for g := range readers {
+		w := r.newWorker()
+		wg.Go(func() {
+			for _, id := range ids[g*perReader : (g+1)*perReader] {
+				feed(r, w, packets(&Packetizer{SSRC: SSRC(id)}, []byte(`<tt:MetadataStream/>`), 1), t0)
+			}
+		})
+	}
+	wg.Wait()
+	held := 0
+	for i := range r.shards {
+		held += len(r.shards[i].streams)
+	}
+	if held != limit || r.nStreams.Load() != limit || r.Totals()["max_streams"] != readers*perReader-limit {
+		t.Errorf("%d streams held, %d counted, %d refused; want %d, %d, %d",
+			held, r.nStreams.Load(), r.Totals()["max_streams"], limit, limit, readers*perReader-limit)
+	}
+}
+
+// TestStreams checks the per-stream reports: figures, state, order; and
+// that taking them while packets arrive is safe (under -race).
+func TestStreams(t *testing.T) {
+	r, s := newReceiverOf(t, Config{LossWindow: time.Minute, StallTimeout: 10 * time.Second, HeartbeatInterval: time.Hour},
+		"cam-c", "cam-a", "cam-b")
+	w := r.newWorker()
+	// cam-a: clean; cam-b: 10 % lost; cam-c: clean, then stalls.
+	lost := map[int]bool{}
+	for i := 10; i < 1500; i += 10 {
+		lost[i] = true
+	}
+	streamAt(r, w, &Packetizer{SSRC: SSRC("cam-a"), Seq: 500}, t0, 1500, nil)
+	streamAt(r, w, &Packetizer{SSRC: SSRC("cam-b"), Seq: 65000}, t0, 1500, lost)
+	streamAt(r, w, &Packetizer{SSRC: SSRC("cam-c")}, t0, 100, nil)
+	r.checkAll(t0.Add(time.Minute), t0.Add(59*time.Second))
+	s.take()
+	got := r.Streams()
+	cEnd := t0.Add(99 * 40 * time.Millisecond)
+	want := []StreamReport{
+		{CameraID: "cam-a", SSRC: SSRC("cam-a"), Expected: 1499, Received: 1499, LastPacket: t0.Add(1499 * 40 * time.Millisecond), State: StateOK},
+		// 149 of 1499 lost: 149*256/1499 = 25.
+		{CameraID: "cam-b", SSRC: SSRC("cam-b"), Expected: 1499, Received: 1350, Lost: 149, FractionLost: 25,
+			LastPacket: t0.Add(1499 * 40 * time.Millisecond), State: StateDegraded},
+		{CameraID: "cam-c", SSRC: SSRC("cam-c"), Expected: 99, Received: 99, LastPacket: cEnd, State: StateStalled},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("(-want +got)\n%s", diff)
+	}
+	// Jitter: a packet 9 ms late on cam-a shows in both units.
+	p := &Packetizer{SSRC: SSRC("cam-a"), Seq: 2000}
+	at := t0.Add(2 * time.Minute)
+	feed(r, w, packets(p, []byte(`<tt:MetadataStream/>`), rtpUnits(at)), at)
+	feed(r, w, packets(p, []byte(`<tt:MetadataStream/>`), rtpUnits(at.Add(40*time.Millisecond))), at.Add(49*time.Millisecond))
+	for _, rep := range r.Streams() {
+		if rep.CameraID == "cam-a" && (rep.Jitter == 0 || rep.JitterMs != rep.Jitter/90) {
+			t.Errorf("jitter %v units, %v ms", rep.Jitter, rep.JitterMs)
+		}
+	}
+	// Concurrent use.
+	var wg sync.WaitGroup
+	wg.Go(func() { streamAt(r, r.newWorker(), p, at.Add(time.Second), 200, nil) })
+	for range 20 {
+		if n := len(r.Streams()); n != 3 {
+			t.Errorf("%d streams", n)
+		}
+	}
+	wg.Wait()
+}
+
+func TestConfigValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+		want string // in the error; "" for none
+	}{
+		{"defaults", Config{}, ""},
+		{"budget below one document", Config{MaxDocumentBytes: 1 << 20, MaxBufferBytes: 1 << 19}, "gateway.rtp.max_buffer_bytes"},
+		{"budget follows a large document limit", Config{MaxDocumentBytes: 128 << 20}, ""},
+		{"reorder wait beyond the reassembly timeout", Config{ReorderWait: 3 * time.Second}, "gateway.rtp.reorder_wait"},
+		{"negative reorder wait", Config{ReorderWait: -time.Second}, "gateway.rtp.reorder_wait"},
+		{"idle timeout within the stall timeout", Config{IdleTimeout: 5 * time.Second}, "gateway.rtp.idle_timeout"},
+		{"defaults follow a long stall timeout", Config{StallTimeout: time.Hour}, ""},
+		{"defaults follow a short reassembly timeout", Config{ReassemblyTimeout: 50 * time.Millisecond}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := tt.cfg
+			c.SetDefaults()
+			err := c.Validate()
+			switch {
+			case tt.want == "" && err != nil:
+				t.Errorf("Validate() = %v", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Errorf("Validate() = %v, want an error naming %s", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestMetrics gathers the receiver's metrics: the gauges of streams and
+// buffered bytes and the new drop reasons are there, without camera
+// labels.
+func TestMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	r, err := New(Config{}, testRegistry(), (&sink{}).emit, reg, discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := r.newWorker()
+	p := &Packetizer{SSRC: SSRC(camID), MaxSize: 200}
+	pkts := packets(p, readDoc(t, "objects.xml"), 1)
+	feed(r, w, pkts[:len(pkts)-1], t0) // a document in progress
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			name := mf.GetName()
+			for _, l := range m.GetLabel() {
+				if l.GetName() != "reason" {
+					t.Errorf("%s has label %s", name, l.GetName())
+				}
+				name += "{" + l.GetValue() + "}"
+			}
+			got[name] = m.GetGauge().GetValue() + m.GetCounter().GetValue()
+		}
+	}
+	for name, want := range map[string]float64{
+		"citywatch_rtp_streams":                                1,
+		"citywatch_rtp_buffered_bytes":                         float64(r.bufBytes.Load()),
+		"citywatch_rtp_documents_dropped_total{memory_budget}": 0,
+		"citywatch_rtp_documents_dropped_total{restart}":       0,
+		"citywatch_rtp_packets_dropped_total{out_of_sequence}": 0,
+		"citywatch_rtp_streams_evicted_total":                  0,
+	} {
+		if v, ok := got[name]; !ok || v != want {
+			t.Errorf("%s = %v (present %v), want %v", name, v, ok, want)
+		}
+	}
+	if r.bufBytes.Load() == 0 {
+		t.Error("nothing buffered for the document in progress")
 	}
 }

@@ -14,10 +14,17 @@
 // device registry by the deterministic function SSRC, which senders
 // (simulators, real adapters) use too.
 //
+// Packets of a stream are put back in sequence order before reassembly
+// (up to 64 packets ahead wait, for at most Config.ReorderWait), so that
+// reordered packets lose nothing; what is lost or abandoned is counted in
+// citywatch_rtp_documents_dropped_total by reason.
+//
 // Memory is bounded: each stream holds at most one document of at most
-// Config.MaxDocumentBytes, and there are at most Config.MaxStreams streams.
-// The packet path (header parse, statistics, reassembly of a fragment)
-// does not allocate.
+// Config.MaxDocumentBytes and 64 packets waiting for a gap, all streams
+// together at most Config.MaxBufferBytes of such buffers, and there are at
+// most Config.MaxStreams streams; a stream silent for Config.IdleTimeout,
+// its stall reported, is forgotten. The packet path (header parse,
+// statistics, reassembly of a fragment) does not allocate.
 package rtp
 
 import "citywatch/internal/city"

@@ -56,14 +56,23 @@ type mmsghdr struct {
 	_   [4]byte
 }
 
+// ctrlSize is the control buffer of one datagram: room for the
+// SCM_TIMESTAMPNS message (a timespec) and some to spare, a multiple of 8
+// so that every datagram's buffer is aligned.
+const ctrlSize = 64
+
 // batchReader reads up to len(bufs) datagrams per system call with
-// recvmmsg(2), through the runtime's poller, without allocating.
+// recvmmsg(2), through the runtime's poller, without allocating. When the
+// socket allows SO_TIMESTAMPNS, each datagram comes with the time the
+// kernel received it.
 type batchReader struct {
 	rc    syscall.RawConn
 	hdrs  []mmsghdr
 	iovs  []unix.Iovec
 	bufs  [][]byte
+	ctrl  []byte // ctrlSize bytes per datagram
 	n     int
+	used  int // headers the last call filled, whose control lengths to restore
 	errno syscall.Errno
 	fn    func(fd uintptr) bool
 }
@@ -74,23 +83,41 @@ func newBatchReader(conn *net.UDPConn, n, size int) (*batchReader, error) {
 		return nil, err
 	}
 	b := &batchReader{rc: rc, hdrs: make([]mmsghdr, n), iovs: make([]unix.Iovec, n), bufs: make([][]byte, n)}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1)
+	}); err == nil && serr == nil {
+		b.ctrl = make([]byte, n*ctrlSize)
+	}
 	for i := range n {
 		b.bufs[i] = make([]byte, size)
 		b.iovs[i].Base = &b.bufs[i][0]
 		b.iovs[i].SetLen(size)
 		b.hdrs[i].hdr.Iov = &b.iovs[i]
 		b.hdrs[i].hdr.SetIovlen(1)
+		if b.ctrl != nil {
+			b.hdrs[i].hdr.Control = &b.ctrl[i*ctrlSize]
+		}
 	}
+	b.used = n
 	b.fn = b.recv
 	return b, nil
 }
 
 func (b *batchReader) recv(fd uintptr) bool {
+	if b.ctrl != nil {
+		// The kernel writes back how much control data it stored.
+		for i := range b.used {
+			b.hdrs[i].hdr.SetControllen(ctrlSize)
+		}
+		b.used = 0
+	}
 	for {
 		n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.hdrs[0])), uintptr(len(b.hdrs)), unix.MSG_DONTWAIT, 0, 0)
 		switch errno {
 		case 0:
 			b.n, b.errno = int(n), 0
+			b.used = b.n
 			return true
 		case unix.EINTR:
 			continue
@@ -101,6 +128,31 @@ func (b *batchReader) recv(fd uintptr) bool {
 			return true
 		}
 	}
+}
+
+// stamp returns when the kernel received the i-th datagram of the last
+// read (Unix ns), if it said.
+func (b *batchReader) stamp(i int) (int64, bool) {
+	if b.ctrl == nil {
+		return 0, false
+	}
+	h := &b.hdrs[i].hdr
+	if h.Flags&unix.MSG_CTRUNC != 0 {
+		return 0, false
+	}
+	c := b.ctrl[i*ctrlSize : i*ctrlSize+int(min(h.Controllen, ctrlSize))]
+	for len(c) >= unix.SizeofCmsghdr {
+		m := (*unix.Cmsghdr)(unsafe.Pointer(&c[0]))
+		if m.Len < unix.SizeofCmsghdr || int(m.Len) > len(c) {
+			return 0, false
+		}
+		if m.Level == unix.SOL_SOCKET && m.Type == unix.SCM_TIMESTAMPNS && int(m.Len) >= unix.CmsgLen(int(unsafe.Sizeof(unix.Timespec{}))) {
+			ts := (*unix.Timespec)(unsafe.Pointer(&c[unix.CmsgLen(0)]))
+			return ts.Nano(), true
+		}
+		c = c[min(unix.CmsgSpace(int(m.Len)-unix.CmsgLen(0)), len(c)):]
+	}
+	return 0, false
 }
 
 // read fills the buffers and returns how many datagrams arrived.

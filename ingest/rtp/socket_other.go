@@ -43,6 +43,10 @@ func (b *batchReader) read() (int, error) {
 	return 1, nil
 }
 
+// stamp reports no kernel receive time: the caller uses the time the read
+// returned.
+func (b *batchReader) stamp(int) (int64, bool) { return 0, false }
+
 func (b *batchReader) datagram(int) ([]byte, bool) {
 	if b.n == len(b.buf) {
 		return b.buf[:b.n], true

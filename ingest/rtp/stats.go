@@ -75,6 +75,10 @@ func (s *Stats) Update(seq uint16, ts uint32, arrival uint32) (valid, duplicate 
 	return true, false
 }
 
+// onProbation reports whether the source has not yet sent minSequential
+// packets in sequence (A.1).
+func (s *Stats) onProbation() bool { return s.probation > 0 }
+
 func (s *Stats) initSeq(seq uint16) {
 	s.baseSeq = uint32(seq)
 	s.maxSeq = seq
@@ -128,6 +132,10 @@ func (s *Stats) updateSeq(seq uint16) (ok, dup bool) {
 		if uint32(seq) == s.badSeq {
 			s.initSeq(seq)
 			s.Restarts++
+			// The new numbering comes with new timestamps: the jump
+			// between the old transit and the new is not jitter. The
+			// estimate itself is the network's and carries on.
+			s.hasTransit = false
 		} else {
 			s.badSeq = (uint32(seq) + 1) & (seqMod - 1)
 			return false, false

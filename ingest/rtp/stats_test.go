@@ -110,3 +110,36 @@ func TestStatsSinceRestart(t *testing.T) {
 		t.Fatalf("window after restart %d %d, want 3 1", exp, lost)
 	}
 }
+
+// TestStatsJitterRestart: a re-synchronisation (A.1) does not take the
+// jump between the old and the new timestamps for network jitter.
+func TestStatsJitterRestart(t *testing.T) {
+	tests := []struct {
+		name         string
+		newSeq       uint16
+		newTS        uint32
+		wantRestarts uint64
+	}{
+		{"sequence and timestamp jump forward", 40000, 1 << 31, 1},
+		{"sequence jumps back, timestamp forward", 5, 1 << 30, 1},
+		{"timestamp jumps back", 20000, 0, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var s Stats
+			// Arrivals exactly on time: no jitter before the restart.
+			for i := range 50 {
+				s.Update(uint16(1000+i), 500_000+uint32(i)*3000, 9_000_000+uint32(i)*3000)
+			}
+			for i := range 50 {
+				s.Update(tt.newSeq+uint16(i), tt.newTS+uint32(i)*3000, 9_300_000+uint32(i)*3000)
+			}
+			if s.Restarts != tt.wantRestarts {
+				t.Fatalf("restarts = %d, want %d", s.Restarts, tt.wantRestarts)
+			}
+			if j := s.Report().Jitter; j != 0 {
+				t.Errorf("jitter = %v timestamp units, want 0", j)
+			}
+		})
+	}
+}
