@@ -28,7 +28,8 @@ type VIIDClient struct {
 	Batch int
 	// DeviceID identifies the platform (User-Identify header) and
 	// Username and Password, when set, are its Digest credentials for
-	// Register.
+	// Register; Username defaults to DeviceID, as the receiver wants a
+	// device to register under its own id.
 	DeviceID, Username, Password string
 	// OnStatus, when set, is called with each record's answer: the
 	// MotorVehicleID and its StatusCode (0: written to Kafka).
@@ -63,9 +64,13 @@ func (c *VIIDClient) Register(ctx context.Context) error {
 		return fmt.Errorf("cannot register: HTTP %d", resp.StatusCode)
 	}
 	const nc, cnonce = "00000001", "0a4f113b"
-	r := viid.DigestResponse(c.Username, ch["realm"], c.Password, "POST", viid.PathRegister, ch["nonce"], nc, cnonce, "auth")
+	user := c.Username
+	if user == "" {
+		user = c.DeviceID
+	}
+	r := viid.DigestResponse(user, ch["realm"], c.Password, "POST", viid.PathRegister, ch["nonce"], nc, cnonce, "auth")
 	auth := fmt.Sprintf(`Digest username="%s", realm="%s", nonce="%s", uri="%s", algorithm=MD5, qop=auth, nc=%s, cnonce="%s", response="%s"`,
-		c.Username, ch["realm"], ch["nonce"], viid.PathRegister, nc, cnonce, r)
+		user, ch["realm"], ch["nonce"], viid.PathRegister, nc, cnonce, r)
 	resp, err = c.post(ctx, viid.PathRegister, body, auth)
 	if err != nil {
 		return err

@@ -12,6 +12,9 @@ import (
 // milliseconds. It writes the fields of the types the gateway makes:
 // camera.detection, camera.health, checkpoint.pass and device.heartbeat.
 // The plate is written as read: ingest normalises it like any device's.
+// The members of e.Attrs (a JSON object, such as a GA/T 1400 record's
+// image references) are written beside the fields, as a device's extra
+// fields are, for ingest to keep in attrs.
 func AppendRaw(dst []byte, e *event.Event, loc *time.Location) []byte {
 	dst = append(dst, `{"id":`...)
 	dst = event.AppendJSONString(dst, e.ID)
@@ -51,6 +54,10 @@ func AppendRaw(dst []byte, e *event.Event, loc *time.Location) []byte {
 			dst = num(dst, "heading_deg", e.HeadingDeg)
 		}
 		dst = num(dst, "confidence", e.Confidence)
+	}
+	if len(e.Attrs) > 2 && e.Attrs[0] == '{' && e.Attrs[len(e.Attrs)-1] == '}' {
+		dst = append(dst, ',')
+		dst = append(dst, e.Attrs[1:len(e.Attrs)-1]...)
 	}
 	return append(dst, '}')
 }

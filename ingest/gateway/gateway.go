@@ -19,6 +19,7 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -119,11 +120,20 @@ func NewWithWriter(cfg Config, kc kafkaio.Config, w Writer, c *city.City, reg pr
 		mux.Handle("GET /metrics", promhttp.HandlerFor(gat, promhttp.HandlerOpts{}))
 	}
 	mux.HandleFunc("GET /healthz", g.healthz)
+	mux.HandleFunc("GET /rtp/streams", g.rtpStreams)
+	// The timeouts bound what one connection holds: headers within 10 s,
+	// the whole request (an 8 MiB body at 140 kB/s) within a minute, an
+	// idle keep-alive two minutes. There is no WriteTimeout: a push waits
+	// up to gateway.viid.ack_timeout for Kafka before its small answer,
+	// and gateway.viid.max_in_flight bounds the requests doing so. GA/T
+	// 1400 headers are small; 64 KiB leaves room for a Digest header and
+	// cookies of proxies.
 	g.srv = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       time.Minute,
 		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelWarn),
 	}
 	return g, nil
@@ -171,6 +181,33 @@ func (g *Gateway) healthz(w http.ResponseWriter, _ *http.Request) {
 		return
 	}
 	_, _ = w.Write([]byte("ok\n"))
+}
+
+// rtpStreams answers the RFC 3550 report of every RTP stream as JSON,
+// sorted by camera; ?state=degraded (or stalled, ok) keeps those in that
+// state. It is where an operator looks for which camera's stream is bad:
+// the metrics aggregate over cameras.
+func (g *Gateway) rtpStreams(w http.ResponseWriter, r *http.Request) {
+	all := g.rtp.Streams()
+	if st := r.URL.Query().Get("state"); st != "" {
+		if st != rtp.StateOK && st != rtp.StateDegraded && st != rtp.StateStalled {
+			http.Error(w, "state: ok, degraded or stalled", http.StatusBadRequest)
+			return
+		}
+		kept := all[:0]
+		for _, s := range all {
+			if s.State == st {
+				kept = append(kept, s)
+			}
+		}
+		all = kept
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if err := json.NewEncoder(w).Encode(struct {
+		Streams []rtp.StreamReport `json:"streams"`
+	}{all}); err != nil {
+		g.log.Debug("cannot answer the RTP streams", "err", err)
+	}
 }
 
 // Listen opens the UDP sockets and the HTTP listener, once; Run calls it

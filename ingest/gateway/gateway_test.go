@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"go.uber.org/goleak"
 
 	"citywatch/event"
+	"citywatch/ingest/rtp"
 	"citywatch/internal/city"
 	"citywatch/internal/kafkaio"
 	"citywatch/internal/kafkaio/kafkatest"
@@ -220,6 +222,22 @@ func TestEndToEnd(t *testing.T) {
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
+	// Each stream's RFC 3550 report, for an operator.
+	resp, err = vc.HTTP.Get("http://" + r.g.HTTPAddr().String() + "/rtp/streams?state=ok")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var streams struct{ Streams []rtp.StreamReport }
+	err = json.NewDecoder(resp.Body).Decode(&streams)
+	resp.Body.Close()
+	if err != nil || len(streams.Streams) != 5 {
+		t.Errorf("GET /rtp/streams: %v, %+v; want 5 streams", err, streams)
+	}
+	for _, s := range streams.Streams {
+		if s.Received == 0 || s.Lost != 0 || s.State != rtp.StateOK || s.CameraID == "" {
+			t.Errorf("stream %+v", s)
+		}
+	}
 	if err := r.stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -308,6 +326,11 @@ func TestEveryKindDecodes(t *testing.T) {
 			Lane: 1, VehicleType: "other", Confidence: 1},
 		{ID: "viid-face-1", Type: event.TypeCameraDetection, DeviceID: "cam-a-00001", Time: tm, Lat: 32.1, Lon: 112.1,
 			CameraClass: "A", Object: "face", Count: 1, Confidence: 1},
+		// A GA/T 1400 record's image references travel as an extra field,
+		// which ingest keeps in attrs.
+		{ID: "viid-mv-3", Type: event.TypeCheckpointPass, DeviceID: "kk-001", Time: tm, Lat: 32.3, Lon: 112.2,
+			Lane: 1, Plate: "鄂F12345", PlateColor: "blue", VehicleType: "car", Confidence: 1,
+			Attrs: []byte(`{"images":[{"id":"img-1","path":"http://10.20.1.5:6120/pic?=d7ei703-*0a1i","type":"01"}]}`)},
 	}
 	d := event.Decoder{Now: func() time.Time { return tm }}
 	for _, want := range events {
@@ -319,7 +342,7 @@ func TestEveryKindDecodes(t *testing.T) {
 		}
 		if got.ID != want.ID || got.Type != want.Type || !got.Time.Equal(want.Time) || got.Status != want.Status || got.Detail != want.Detail ||
 			got.Object != want.Object || got.Count != want.Count || got.Plate != normal(want.Plate) || got.Lane != want.Lane || got.Confidence != want.Confidence ||
-			got.SpeedKmh != want.SpeedKmh || got.Behavior != want.Behavior || len(got.Attrs) != 0 {
+			got.SpeedKmh != want.SpeedKmh || got.Behavior != want.Behavior || string(got.Attrs) != string(want.Attrs) {
 			t.Errorf("%s decodes to %+v", b, got)
 		}
 	}

@@ -120,7 +120,8 @@ func list(body []byte, outer, inner string) (records, error) {
 }
 
 // Record fields. encoding/json matches member names to these without
-// regard to case; aliases seen in the field are extra fields.
+// regard to case; aliases seen in the field are extra fields. Each type's
+// fieldSet lists the same names in the same order, for misspelling.
 type motorVehicle struct {
 	MotorVehicleID   text
 	DeviceID         text
@@ -137,6 +138,30 @@ type motorVehicle struct {
 	VehicleColor     text
 	PlateReliability number
 	HasPlate         text
+	SubImageList     images
+}
+
+var motorVehicleFields = newFieldSet("MotorVehicleID", "DeviceID", "TollgateID", "PlateNo", "PlateNumber", "PlateColor", "PassTime", "AppearTime", "MarkTime",
+	"LaneNo", "Speed", "VehicleClass", "VehicleColor", "PlateReliability", "HasPlate", "SubImageList")
+
+// absent returns the fields of motorVehicleFields a misspelling may have
+// left out: those not set, where of a name and its aliases (the plate, the
+// times) none is.
+func (r *motorVehicle) absent() uint32 {
+	var a absence
+	a.set(0, r.MotorVehicleID == "")
+	a.set(1, r.DeviceID == "")
+	a.set(2, r.TollgateID == "")
+	a.set(3, r.PlateNo == "" && r.PlateNumber == "", 4)
+	a.set(5, r.PlateColor == "")
+	a.set(6, r.PassTime == "" && r.AppearTime == "" && r.MarkTime == "", 7, 8)
+	a.set(9, !r.LaneNo.ok)
+	a.set(10, !r.Speed.ok)
+	a.set(11, r.VehicleClass == "")
+	a.set(12, r.VehicleColor == "")
+	a.set(13, !r.PlateReliability.ok)
+	a.set(14, r.HasPlate == "")
+	return uint32(a)
 }
 
 type face struct {
@@ -146,6 +171,17 @@ type face struct {
 	ShotTime         text
 	LocationMarkTime text
 	AppearTime       text
+	SubImageList     images
+}
+
+var faceFields = newFieldSet("FaceID", "DeviceID", "FaceAppearTime", "ShotTime", "LocationMarkTime", "AppearTime", "SubImageList")
+
+func (r *face) absent() uint32 {
+	var a absence
+	a.set(0, r.FaceID == "")
+	a.set(1, r.DeviceID == "")
+	a.set(2, r.FaceAppearTime == "" && r.ShotTime == "" && r.LocationMarkTime == "" && r.AppearTime == "", 3, 4, 5)
+	return uint32(a)
 }
 
 type person struct {
@@ -155,6 +191,56 @@ type person struct {
 	ShotTime         text
 	LocationMarkTime text
 	AppearTime       text
+	SubImageList     images
+}
+
+var personFields = newFieldSet("PersonID", "DeviceID", "PersonAppearTime", "ShotTime", "LocationMarkTime", "AppearTime", "SubImageList")
+
+func (r *person) absent() uint32 {
+	var a absence
+	a.set(0, r.PersonID == "")
+	a.set(1, r.DeviceID == "")
+	a.set(2, r.PersonAppearTime == "" && r.ShotTime == "" && r.LocationMarkTime == "" && r.AppearTime == "", 3, 4, 5)
+	return uint32(a)
+}
+
+// absence is a set of indexes into a fieldSet.
+type absence uint32
+
+func (a *absence) set(i int, absent bool, aliases ...int) {
+	if !absent {
+		return
+	}
+	*a |= 1 << i
+	for _, j := range aliases {
+		*a |= 1 << j
+	}
+}
+
+// recordInfo is what the server learns of a record besides its event.
+type recordInfo struct {
+	id       string // the record id, for its answer
+	device   string // the record's DeviceID as sent
+	misspelt []misspelling
+}
+
+// misspelling is a member of a record that is not a field the receiver
+// reads but looks like a typo of one that is absent.
+type misspelling struct {
+	member, field string
+}
+
+// hint says which member may have been meant for field, for the reason
+// of a record that lacks it.
+func (ri *recordInfo) hint(fields ...string) string {
+	for _, m := range ri.misspelt {
+		for _, f := range fields {
+			if m.field == f {
+				return fmt.Sprintf(" (is %q a misspelling of %s?)", shorten(m.member), f)
+			}
+		}
+	}
+	return ""
 }
 
 // recordError is why one record failed; its StatusCode goes into the
@@ -180,10 +266,10 @@ type mapper struct {
 // contract's 128 characters.
 const maxRecordID = 100
 
-func recordID(field string, v text) (string, error) {
+func recordID(field string, v text, ri *recordInfo) (string, error) {
 	switch {
 	case v == "":
-		return "", badRecord("%s missing", field)
+		return "", badRecord("%s missing%s", field, ri.hint(field))
 	case utf8.RuneCountInString(string(v)) > maxRecordID:
 		return "", badRecord("%s longer than %d characters", field, maxRecordID)
 	}
@@ -192,22 +278,25 @@ func recordID(field string, v text) (string, error) {
 
 // motorVehicle maps one MotorVehicleObject into e: with a TollgateID a
 // checkpoint.pass at that tollgate, otherwise a camera.detection of a
-// vehicle by DeviceID. It returns the record id for the answer.
-func (m *mapper) motorVehicle(raw []byte, e *event.Event) (string, error) {
+// vehicle by DeviceID. It fills ri for the answer and the metrics.
+func (m *mapper) motorVehicle(raw []byte, e *event.Event, ri *recordInfo) error {
 	var r motorVehicle
 	if err := json.Unmarshal(raw, &r); err != nil {
-		id := idOf(raw, "MotorVehicleID")
-		return id, badRecord("cannot decode record: %v", jsonReason(err))
+		ri.id = idOf(raw, "MotorVehicleID")
+		return badRecord("cannot decode record: %v", jsonReason(err))
 	}
-	id, err := recordID("MotorVehicleID", r.MotorVehicleID)
+	ri.device = string(r.DeviceID)
+	ri.misspelt = findMisspelt(raw, motorVehicleFields, r.absent(), ri.misspelt[:0])
+	id, err := recordID("MotorVehicleID", r.MotorVehicleID, ri)
 	if err != nil {
-		return "", err
+		return err
 	}
+	ri.id = id
 	e.Reset()
 	e.ID = "viid-mv-" + id
-	t, err := m.firstTime(map[string]text{"PassTime": r.PassTime, "AppearTime": r.AppearTime, "MarkTime": r.MarkTime}, "PassTime", "AppearTime", "MarkTime")
+	t, err := m.firstTime(ri, [4]text{r.PassTime, r.AppearTime, r.MarkTime}, "PassTime", "AppearTime", "MarkTime")
 	if err != nil {
-		return id, err
+		return err
 	}
 	e.Time = t
 	plate := r.PlateNo
@@ -220,7 +309,7 @@ func (m *mapper) motorVehicle(raw []byte, e *event.Event) (string, error) {
 	}
 	if e.Plate != "" {
 		if e.PlateColor, err = plateColor(r.PlateColor); err != nil {
-			return id, err
+			return err
 		}
 	}
 	e.Confidence = 1
@@ -230,98 +319,114 @@ func (m *mapper) motorVehicle(raw []byte, e *event.Event) (string, error) {
 			c /= 100 // GA/T 1400 gives 0–100
 		}
 		if c < 0 || c > 1 {
-			return id, badRecord("PlateReliability %v out of range 0–100", r.PlateReliability.v)
+			return badRecord("PlateReliability %v out of range 0–100", r.PlateReliability.v)
 		}
 		e.Confidence = c
 	}
 	if r.TollgateID != "" {
 		d := m.devices.Device(string(r.TollgateID))
 		if d == nil || d.Kind != city.KindCheckpoint {
-			return id, badRecord("unknown tollgate %q", shorten(string(r.TollgateID)))
+			return badRecord("unknown tollgate %q", shorten(string(r.TollgateID)))
 		}
 		e.Type, e.DeviceID, e.Lat, e.Lon = event.TypeCheckpointPass, d.ID, d.Lat, d.Lon
 		if !r.LaneNo.ok || r.LaneNo.v < 1 || r.LaneNo.v != math.Trunc(r.LaneNo.v) || r.LaneNo.v > math.MaxInt32 {
-			return id, badRecord("LaneNo missing or not a lane number ≥ 1")
+			return badRecord("LaneNo missing or not a lane number ≥ 1%s", ri.hint("LaneNo"))
 		}
 		e.Lane = int(r.LaneNo.v)
+		// checkpoint.pass requires speed_kmh and has no "unknown" for it:
+		// a record without Speed (or with a misspelt one, which is
+		// counted) passes at 0, as the contract notes say.
 		if r.Speed.ok {
 			if r.Speed.v < 0 || r.Speed.v > 1000 {
-				return id, badRecord("Speed %v out of range", r.Speed.v)
+				return badRecord("Speed %v out of range", r.Speed.v)
 			}
 			e.SpeedKmh = r.Speed.v
 		}
 		e.VehicleType = vehicleType(string(r.VehicleClass))
 		e.VehicleColor = colorName(string(r.VehicleColor))
-		return id, nil
+		e.Attrs = r.SubImageList.appendAttrs(e.Attrs)
+		return nil
 	}
-	if err := m.camera(r.DeviceID, e); err != nil {
-		return id, err
+	if err := m.camera(r.DeviceID, e, ri); err != nil {
+		return err
 	}
 	e.Object, e.Count = "vehicle", 1
-	return id, nil
+	e.Attrs = r.SubImageList.appendAttrs(e.Attrs)
+	return nil
 }
 
-func (m *mapper) face(raw []byte, e *event.Event) (string, error) {
+func (m *mapper) face(raw []byte, e *event.Event, ri *recordInfo) error {
 	var r face
 	if err := json.Unmarshal(raw, &r); err != nil {
-		return idOf(raw, "FaceID"), badRecord("cannot decode record: %v", jsonReason(err))
+		ri.id = idOf(raw, "FaceID")
+		return badRecord("cannot decode record: %v", jsonReason(err))
 	}
-	id, err := recordID("FaceID", r.FaceID)
+	ri.device = string(r.DeviceID)
+	ri.misspelt = findMisspelt(raw, faceFields, r.absent(), ri.misspelt[:0])
+	id, err := recordID("FaceID", r.FaceID, ri)
 	if err != nil {
-		return "", err
+		return err
 	}
+	ri.id = id
 	e.Reset()
 	e.ID = "viid-face-" + id
-	if e.Time, err = m.firstTime(map[string]text{"FaceAppearTime": r.FaceAppearTime, "ShotTime": r.ShotTime, "LocationMarkTime": r.LocationMarkTime, "AppearTime": r.AppearTime},
+	if e.Time, err = m.firstTime(ri, [4]text{r.FaceAppearTime, r.ShotTime, r.LocationMarkTime, r.AppearTime},
 		"FaceAppearTime", "ShotTime", "LocationMarkTime", "AppearTime"); err != nil {
-		return id, err
+		return err
 	}
-	if err := m.camera(r.DeviceID, e); err != nil {
-		return id, err
+	if err := m.camera(r.DeviceID, e, ri); err != nil {
+		return err
 	}
 	e.Object, e.Count, e.Confidence = "face", 1, 1
-	return id, nil
+	e.Attrs = r.SubImageList.appendAttrs(e.Attrs)
+	return nil
 }
 
-func (m *mapper) person(raw []byte, e *event.Event) (string, error) {
+func (m *mapper) person(raw []byte, e *event.Event, ri *recordInfo) error {
 	var r person
 	if err := json.Unmarshal(raw, &r); err != nil {
-		return idOf(raw, "PersonID"), badRecord("cannot decode record: %v", jsonReason(err))
+		ri.id = idOf(raw, "PersonID")
+		return badRecord("cannot decode record: %v", jsonReason(err))
 	}
-	id, err := recordID("PersonID", r.PersonID)
+	ri.device = string(r.DeviceID)
+	ri.misspelt = findMisspelt(raw, personFields, r.absent(), ri.misspelt[:0])
+	id, err := recordID("PersonID", r.PersonID, ri)
 	if err != nil {
-		return "", err
+		return err
 	}
+	ri.id = id
 	e.Reset()
 	e.ID = "viid-person-" + id
-	if e.Time, err = m.firstTime(map[string]text{"PersonAppearTime": r.PersonAppearTime, "ShotTime": r.ShotTime, "LocationMarkTime": r.LocationMarkTime, "AppearTime": r.AppearTime},
+	if e.Time, err = m.firstTime(ri, [4]text{r.PersonAppearTime, r.ShotTime, r.LocationMarkTime, r.AppearTime},
 		"PersonAppearTime", "ShotTime", "LocationMarkTime", "AppearTime"); err != nil {
-		return id, err
+		return err
 	}
-	if err := m.camera(r.DeviceID, e); err != nil {
-		return id, err
+	if err := m.camera(r.DeviceID, e, ri); err != nil {
+		return err
 	}
 	e.Object, e.Count, e.Confidence = "person", 1, 1
-	return id, nil
+	e.Attrs = r.SubImageList.appendAttrs(e.Attrs)
+	return nil
 }
 
 // camera makes e a camera.detection of the registered camera id.
-func (m *mapper) camera(id text, e *event.Event) error {
+func (m *mapper) camera(id text, e *event.Event, ri *recordInfo) error {
 	if id == "" {
-		return badRecord("DeviceID missing")
+		return badRecord("DeviceID missing%s", ri.hint("DeviceID", "TollgateID"))
 	}
 	d := m.devices.Device(string(id))
 	if d == nil || d.Kind != city.KindCamera {
-		return badRecord("unknown camera %q", shorten(string(id)))
+		return badRecord("unknown camera %q%s", shorten(string(id)), ri.hint("TollgateID"))
 	}
 	e.Type, e.DeviceID, e.Lat, e.Lon, e.CameraClass = event.TypeCameraDetection, d.ID, d.Lat, d.Lon, d.Class
 	return nil
 }
 
-// firstTime parses the first of names that is set.
-func (m *mapper) firstTime(vals map[string]text, names ...string) (time.Time, error) {
-	for _, n := range names {
-		if v := vals[n]; v != "" {
+// firstTime parses the first of vals that is set; names are their
+// fields. An array, not a map, so that a record costs no allocation.
+func (m *mapper) firstTime(ri *recordInfo, vals [4]text, names ...string) (time.Time, error) {
+	for i, n := range names {
+		if v := vals[i]; v != "" {
 			t, err := ParseTime(string(v), m.loc)
 			if err != nil {
 				return time.Time{}, badRecord("%s: %v", n, err)
@@ -329,7 +434,7 @@ func (m *mapper) firstTime(vals map[string]text, names ...string) (time.Time, er
 			return t, nil
 		}
 	}
-	return time.Time{}, badRecord("%s missing", names[0])
+	return time.Time{}, badRecord("%s missing%s", names[0], ri.hint(names...))
 }
 
 // ParseTime reads a GA/T 1400 time: yyyyMMddHHmmss or yyyyMMddHHmmssSSS
@@ -381,7 +486,7 @@ func readablePlate(p string) string {
 // 1400.3, or a name) to the contract's value. Colours the contract has no
 // value for are "".
 func plateColor(v text) (string, error) {
-	s := strings.ToLower(string(v))
+	s := strings.ToLower(codeDigits(string(v)))
 	switch s {
 	case "":
 		return "", nil
@@ -408,13 +513,43 @@ var colorNames = map[string]string{
 	"8": "brown", "9": "green", "10": "purple", "11": "cyan", "12": "pink", "13": "transparent", "99": "other",
 }
 
-// colorName returns a vehicle colour code as a name; free text stays.
+// bodyColorNames are the vehicle body colour codes of GA 24.8 (机动车车身
+// 颜色), which platforms fed from vehicle registration data send as
+// VehicleColor, in the words colorNames uses: the contract leaves
+// vehicle_color free text, and one word per colour keeps a search for
+// "black" finding both codes.
+var bodyColorNames = map[string]string{
+	"A": "white", "B": "gray", "C": "yellow", "D": "pink", "E": "red", "F": "purple",
+	"G": "green", "H": "blue", "I": "brown", "J": "black", "Z": "other",
+}
+
+// colorName returns a vehicle colour code (ColorType, zero-padded or
+// not, or a GA 24.8 letter) as a name; free text stays.
 func colorName(s string) string {
-	if n, ok := colorNames[s]; ok {
+	if n, ok := colorNames[codeDigits(s)]; ok {
 		return n
+	}
+	if len(s) == 1 {
+		if n, ok := bodyColorNames[strings.ToUpper(s)]; ok {
+			return n
+		}
 	}
 	if utf8.RuneCountInString(s) > 32 {
 		return ""
+	}
+	return s
+}
+
+// codeDigits drops the leading zeros of a numeric code ("02" → "2"), as
+// some platforms pad the codes of GA/T 1400.3 to two digits; other text
+// stays.
+func codeDigits(s string) string {
+	if len(s) < 2 || s[0] != '0' || !allDigits(s) {
+		return s
+	}
+	s = strings.TrimLeft(s, "0")
+	if s == "" {
+		return "0"
 	}
 	return s
 }

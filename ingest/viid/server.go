@@ -1,12 +1,13 @@
 package viid
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"sync"
@@ -37,6 +38,7 @@ type Server struct {
 	log    *slog.Logger
 	now    func() time.Time
 	met    *metrics
+	limit  limiter
 	events sync.Pool // *[]event.Event
 }
 
@@ -47,13 +49,18 @@ func New(cfg Config, devices Devices, loc *time.Location, pub Publisher, prom pr
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	met, err := newMetrics(prom)
+	s := &Server{cfg: cfg, pub: pub, m: mapper{devices: devices, loc: loc}, log: log.With("component", "viid"), now: time.Now,
+		limit: limiter{maxN: cfg.MaxInFlight, maxBytes: cfg.MaxInFlightBytes}}
+	met, err := newMetrics(prom, &s.limit)
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, pub: pub, m: mapper{devices: devices, loc: loc}, log: log.With("component", "viid"), now: time.Now, met: met}
+	s.met = met
 	if cfg.Username != "" {
 		s.auth = newAuth(cfg)
+	} else {
+		s.log.Warn("GA/T 1400 authentication is off: any client can push records and keepalives as any device; " +
+			"set gateway.viid.username and gateway.viid.password to require Digest registration")
 	}
 	return s, nil
 }
@@ -70,12 +77,76 @@ const (
 
 // Register adds the endpoints to mux.
 func (s *Server) Register(mux *http.ServeMux) {
-	mux.HandleFunc("POST "+PathMotorVehicles, s.push(PathMotorVehicles, "MotorVehicleListObject", "MotorVehicleObject", s.m.motorVehicle))
-	mux.HandleFunc("POST "+PathFaces, s.push(PathFaces, "FaceListObject", "FaceObject", s.m.face))
-	mux.HandleFunc("POST "+PathPersons, s.push(PathPersons, "PersonListObject", "PersonObject", s.m.person))
-	mux.HandleFunc("POST "+PathRegister, s.register)
-	mux.HandleFunc("POST "+PathUnregister, s.unregister)
-	mux.HandleFunc("POST "+PathKeepalive, s.keepalive)
+	mux.HandleFunc("POST "+PathMotorVehicles, s.admit(PathMotorVehicles, s.push(PathMotorVehicles, "MotorVehicleListObject", "MotorVehicleObject", s.m.motorVehicle)))
+	mux.HandleFunc("POST "+PathFaces, s.admit(PathFaces, s.push(PathFaces, "FaceListObject", "FaceObject", s.m.face)))
+	mux.HandleFunc("POST "+PathPersons, s.admit(PathPersons, s.push(PathPersons, "PersonListObject", "PersonObject", s.m.person)))
+	mux.HandleFunc("POST "+PathRegister, s.admit(PathRegister, s.register))
+	mux.HandleFunc("POST "+PathUnregister, s.admit(PathUnregister, s.unregister))
+	mux.HandleFunc("POST "+PathKeepalive, s.admit(PathKeepalive, s.keepalive))
+}
+
+// limiter bounds the requests in flight and the body bytes they reserve.
+type limiter struct {
+	maxN     int
+	maxBytes int64
+
+	mu    sync.Mutex
+	n     int
+	bytes int64
+}
+
+// acquire reserves room for a request of size body bytes, or returns why
+// there is none: the reason label of the dropped counter.
+func (l *limiter) acquire(size int64) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch {
+	case l.n >= l.maxN:
+		return "in_flight_requests"
+	case l.bytes+size > l.maxBytes:
+		return "in_flight_bytes"
+	}
+	l.n++
+	l.bytes += size
+	return ""
+}
+
+func (l *limiter) release(size int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.n--
+	l.bytes -= size
+}
+
+func (l *limiter) inFlight() (int, int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.n, l.bytes
+}
+
+// admit runs h only when the request fits within MaxInFlight and
+// MaxInFlightBytes; otherwise it answers 503 with Retry-After at once,
+// before reading the body, as when Kafka cannot keep up: a device resends
+// either way, and a flood of requests cannot hold more than the bound.
+func (s *Server) admit(path string, h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		size := s.cfg.MaxBodyBytes
+		if r.ContentLength >= 0 && r.ContentLength < size {
+			size = r.ContentLength
+		}
+		if reason := s.limit.acquire(size); reason != "" {
+			s.met.dropped.WithLabelValues(path, reason).Inc()
+			const why = "too many requests in flight, retry later"
+			if path == PathMotorVehicles || path == PathFaces || path == PathPersons {
+				s.answerOne(w, path, outcomeBusy, codeDeviceBusy, why, "")
+			} else {
+				s.answerSystem(w, path, outcomeBusy, codeDeviceBusy, why, "")
+			}
+			return
+		}
+		defer s.limit.release(size)
+		h(w, r)
+	}
 }
 
 // status is one ResponseStatusObject.
@@ -95,6 +166,7 @@ const (
 	outcomeOK outcome = iota
 	outcomeBadRequest
 	outcomeUnauthorized
+	outcomeForbidden
 	outcomeBusy
 )
 
@@ -104,6 +176,8 @@ func httpStatus(o outcome) int {
 		return http.StatusBadRequest
 	case outcomeUnauthorized:
 		return http.StatusUnauthorized
+	case outcomeForbidden:
+		return http.StatusForbidden
 	case outcomeBusy:
 		return http.StatusServiceUnavailable
 	}
@@ -117,7 +191,14 @@ func (s *Server) localTime() string {
 // readBody reads a body within the limit; the error is the reason for
 // the device.
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, string) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
+	// A declared length is read into one buffer of that size (admit has
+	// reserved it), rather than one that doubles its way up.
+	var buf bytes.Buffer
+	if n := r.ContentLength; n > 0 && n <= s.cfg.MaxBodyBytes {
+		buf.Grow(int(n) + bytes.MinRead)
+	}
+	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
+	body := buf.Bytes()
 	var mbe *http.MaxBytesError
 	switch {
 	case errors.As(err, &mbe):
@@ -130,10 +211,11 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, strin
 
 // push handles a list endpoint: every record is mapped on its own; the
 // good ones are published together, and each record gets its status.
-func (s *Server) push(path, outer, inner string, mapRecord func([]byte, *event.Event) (string, error)) http.HandlerFunc {
+func (s *Server) push(path, outer, inner string, mapRecord func([]byte, *event.Event, *recordInfo) error) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		start := s.now()
-		if !s.authorized(w, r, path) {
+		pusher, ok := s.authorized(w, r, path)
+		if !ok {
 			return
 		}
 		body, reason := s.readBody(w, r)
@@ -157,17 +239,21 @@ func (s *Server) push(path, outer, inner string, mapRecord func([]byte, *event.E
 		good := evs[:0]
 		goodIdx := make([]int, 0, len(recs))
 		lt := s.localTime()
+		var ri recordInfo
 		for i, raw := range recs {
 			st := &statuses[i]
 			st.RequestURL, st.LocalTime = path, lt
 			var e event.Event
-			id, err := mapRecord(raw, &e)
-			st.ID = id
+			ri.id, ri.device, ri.misspelt = "", "", ri.misspelt[:0]
+			err := mapRecord(raw, &e, &ri)
+			st.ID = ri.id
+			s.noteMisspelt(path, pusher, &ri)
 			if err != nil {
 				st.StatusCode, st.StatusString = codeOf(err), err.Error()
 				s.met.records.WithLabelValues(path, "rejected").Inc()
 				continue
 			}
+			s.noteForeign(path, pusher, &ri, &e)
 			good = append(good, e)
 			goodIdx = append(goodIdx, i)
 		}
@@ -195,6 +281,38 @@ func (s *Server) push(path, outer, inner string, mapRecord func([]byte, *event.E
 		s.answer(w, path, o, statuses)
 		s.met.seconds.WithLabelValues(path).Observe(s.now().Sub(start).Seconds())
 	}
+}
+
+// noteMisspelt counts the members of a record that look like typos of
+// fields the receiver reads, and names them at debug level: the metric
+// tells an operator that a vendor misspells, the log which field.
+func (s *Server) noteMisspelt(path, pusher string, ri *recordInfo) {
+	if len(ri.misspelt) == 0 {
+		return
+	}
+	s.met.misspelt.WithLabelValues(path).Add(float64(len(ri.misspelt)))
+	if !s.log.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
+	for _, m := range ri.misspelt {
+		s.log.Debug("GA/T 1400 record member looks like a misspelt field", "path", path, "member", m.member, "field", m.field,
+			"record", ri.id, "user_identify", shorten(pusher))
+	}
+}
+
+// noteForeign counts the records a registered device pushes for another
+// device, when authentication is on. GA/T 1400 lets a platform push for
+// the devices under it, and the registry does not say which devices are
+// under which platform, so such records are accepted; the count (and the
+// debug log) shows an operator which registered identities push for
+// devices other than themselves. A record is the pusher's own when the
+// pusher is its DeviceID or the device of its event (the tollgate).
+func (s *Server) noteForeign(path, pusher string, ri *recordInfo, e *event.Event) {
+	if s.auth == nil || pusher == ri.device || pusher == e.DeviceID {
+		return
+	}
+	s.met.foreign.WithLabelValues(path).Inc()
+	s.log.Debug("GA/T 1400 record of another device", "path", path, "user_identify", shorten(pusher), "device", e.DeviceID, "record", ri.id)
 }
 
 func (s *Server) eventSlice(n int) *[]event.Event {
@@ -277,11 +395,36 @@ func (s *Server) deviceOf(w http.ResponseWriter, r *http.Request, object string)
 	return string(id), ""
 }
 
+// remoteIP is the address a registration is bound to.
+func remoteIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// ownID checks that a device registers (or unregisters) under the Digest
+// username, unless AnyDeviceID: the Digest response covers neither the
+// body nor the DeviceID in it.
+func (s *Server) ownID(w http.ResponseWriter, path, user, id string) bool {
+	if s.cfg.AnyDeviceID || id == user {
+		return true
+	}
+	s.log.Info("GA/T 1400 registration refused: DeviceID is not the Digest username", "path", path, "device", shorten(id), "user", shorten(user))
+	s.answerSystem(w, path, outcomeForbidden, codeInvalidOperation, "DeviceID must be the Digest username", id)
+	return false
+}
+
 func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 	path := PathRegister
-	if s.auth != nil && !s.auth.check(w, r, s.now(), s.log) {
-		s.met.requests.WithLabelValues(path, "401").Inc()
-		return
+	var user string
+	if s.auth != nil {
+		var ok bool
+		if user, ok = s.auth.check(w, r, s.now(), s.log); !ok {
+			s.met.requests.WithLabelValues(path, "401").Inc()
+			return
+		}
 	}
 	id, reason := s.deviceOf(w, r, "RegisterObject")
 	if reason != "" {
@@ -289,7 +432,10 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if s.auth != nil {
-		if err := s.auth.register(id, s.now()); err != nil {
+		if !s.ownID(w, path, user, id) {
+			return
+		}
+		if err := s.auth.register(id, remoteIP(r), s.now()); err != nil {
 			s.answerSystem(w, path, outcomeBusy, codeDeviceBusy, err.Error(), id)
 			return
 		}
@@ -299,9 +445,13 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) unregister(w http.ResponseWriter, r *http.Request) {
 	path := PathUnregister
-	if s.auth != nil && !s.auth.check(w, r, s.now(), s.log) {
-		s.met.requests.WithLabelValues(path, "401").Inc()
-		return
+	var user string
+	if s.auth != nil {
+		var ok bool
+		if user, ok = s.auth.check(w, r, s.now(), s.log); !ok {
+			s.met.requests.WithLabelValues(path, "401").Inc()
+			return
+		}
 	}
 	id, reason := s.deviceOf(w, r, "UnRegisterObject")
 	if reason != "" {
@@ -309,13 +459,16 @@ func (s *Server) unregister(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if s.auth != nil {
+		if !s.ownID(w, path, user, id) {
+			return
+		}
 		s.auth.unregister(id)
 	}
 	s.answerSystem(w, path, outcomeOK, codeOK, "OK", id)
 }
 
-// keepalive publishes a device.heartbeat for a registered device of the
-// registry.
+// keepalive extends a registration and publishes a device.heartbeat for
+// a camera or checkpoint of the registry.
 func (s *Server) keepalive(w http.ResponseWriter, r *http.Request) {
 	path := PathKeepalive
 	id, reason := s.deviceOf(w, r, "KeepaliveObject")
@@ -324,9 +477,11 @@ func (s *Server) keepalive(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := s.now()
-	if s.auth != nil && !s.auth.touch(id, now) {
-		s.answerSystem(w, path, outcomeUnauthorized, codeInvalidOperation, "device not registered", id)
-		return
+	if s.auth != nil {
+		if why := s.auth.lookup(id, remoteIP(r), now, true); why != "" {
+			s.answerSystem(w, path, outcomeUnauthorized, codeInvalidOperation, why+" (register at "+PathRegister+")", id)
+			return
+		}
 	}
 	d := s.m.devices.Device(id)
 	if d == nil || d.Kind != city.KindCamera && d.Kind != city.KindCheckpoint {
@@ -346,27 +501,37 @@ func (s *Server) keepalive(w http.ResponseWriter, r *http.Request) {
 	s.answerSystem(w, path, outcomeOK, codeOK, "OK", id)
 }
 
-// authorized checks that the pushing device (User-Identify header) is
-// registered, when authentication is configured.
-func (s *Server) authorized(w http.ResponseWriter, r *http.Request, path string) bool {
-	if s.auth == nil {
-		return true
-	}
+// authorized returns the pushing device (User-Identify header) and, when
+// authentication is configured, checks that it holds a live registration
+// from this address. The header itself proves nothing; the registration
+// it names was made with the password, and (unless AnyAddress) from this
+// address.
+func (s *Server) authorized(w http.ResponseWriter, r *http.Request, path string) (string, bool) {
 	id := r.Header.Get("User-Identify")
-	if id != "" && s.auth.registered(id, s.now()) {
-		return true
+	if s.auth == nil {
+		return id, true
 	}
-	s.answerOne(w, path, outcomeUnauthorized, codeInvalidOperation, "device not registered (register at "+PathRegister+" and send User-Identify)", "")
-	return false
+	why := notRegistered
+	if id != "" {
+		why = s.auth.lookup(id, remoteIP(r), s.now(), false)
+	}
+	if why == "" {
+		return id, true
+	}
+	s.answerOne(w, path, outcomeUnauthorized, codeInvalidOperation, why+" (register at "+PathRegister+" and send User-Identify)", "")
+	return "", false
 }
 
 type metrics struct {
 	records  *prometheus.CounterVec
 	requests *prometheus.CounterVec
+	dropped  *prometheus.CounterVec
+	misspelt *prometheus.CounterVec
+	foreign  *prometheus.CounterVec
 	seconds  *prometheus.HistogramVec
 }
 
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, l *limiter) (*metrics, error) {
 	m := &metrics{
 		records: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "citywatch_viid_records_total",
@@ -376,13 +541,33 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "citywatch_viid_requests_total",
 			Help: "GA/T 1400 requests answered, by endpoint and HTTP status.",
 		}, []string{"path", "code"}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "citywatch_viid_requests_dropped_total",
+			Help: "GA/T 1400 requests answered 503 before their body was read, by endpoint and reason (in_flight_requests, in_flight_bytes).",
+		}, []string{"path", "reason"}),
+		misspelt: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "citywatch_viid_misspelt_fields_total",
+			Help: "Members of GA/T 1400 records that are not a field the receiver reads but a typo away from an absent one (PassTimme, Speeed), by endpoint; the debug log names them.",
+		}, []string{"path"}),
+		foreign: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "citywatch_viid_foreign_records_total",
+			Help: "GA/T 1400 records accepted from a registered device (User-Identify) for another device, by endpoint; counted only with authentication on.",
+		}, []string{"path"}),
 		seconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "citywatch_viid_request_seconds",
 			Help:    "Time to answer a GA/T 1400 push, including the write to Kafka.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}, []string{"path"}),
 	}
-	for _, c := range []prometheus.Collector{m.records, m.requests, m.seconds} {
+	inFlight := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "citywatch_viid_in_flight_requests",
+		Help: "GA/T 1400 requests being handled (bounded by gateway.viid.max_in_flight).",
+	}, func() float64 { n, _ := l.inFlight(); return float64(n) })
+	inFlightBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "citywatch_viid_in_flight_bytes",
+		Help: "Body bytes reserved by the GA/T 1400 requests being handled (bounded by gateway.viid.max_in_flight_bytes).",
+	}, func() float64 { _, b := l.inFlight(); return float64(b) })
+	for _, c := range []prometheus.Collector{m.records, m.requests, m.dropped, m.misspelt, m.foreign, m.seconds, inFlight, inFlightBytes} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("cannot register GA/T 1400 metrics: %w", err)
 		}

@@ -7,6 +7,8 @@
 // camera.detection, a keepalive to device.heartbeat — and handed to the
 // gateway's publisher, which answers only once the event is written to
 // Kafka: a record is acknowledged (StatusCode 0) only when it is durable.
+// The requests in flight, and the body bytes they hold, are bounded;
+// beyond the bound a request is answered 503 with Retry-After at once.
 //
 // The handlers are the gateway's HTTP edge: this package chooses the HTTP
 // status codes of its own server (in httpStatus and the auth challenge),
@@ -31,11 +33,34 @@ type Config struct {
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
 	// MaxRecords bounds the records of one request.
 	MaxRecords int `yaml:"max_records"`
+	// MaxInFlight bounds the GA/T 1400 requests being handled at once;
+	// beyond it a request is answered 503 with Retry-After before its
+	// body is read. Each may hold a body and wait AckTimeout for Kafka.
+	MaxInFlight int `yaml:"max_in_flight"`
+	// MaxInFlightBytes bounds the body bytes the requests in flight may
+	// hold: a request reserves its Content-Length, or MaxBodyBytes when
+	// it does not declare one. Memory used is a small multiple of it
+	// (the body, its records, their events).
+	MaxInFlightBytes int64 `yaml:"max_in_flight_bytes"`
 	// Username and Password, when Username is set, make devices register
 	// with HTTP Digest authentication before they push; empty: no
-	// authentication.
+	// authentication, which New logs as a warning.
 	Username string `yaml:"username"`
 	Password string `yaml:"password"`
+	// AnyDeviceID lets the holder of the credentials register under any
+	// DeviceID, as when one account is shared by a platform's devices.
+	// By default the DeviceID of a registration must be the Digest
+	// username, as GA/T 1400 devices and platforms register under their
+	// own id, so that a captured or shared credential cannot register
+	// (and then push as) another device.
+	AnyDeviceID bool `yaml:"any_device_id"`
+	// AnyAddress lets a registered device push and keep alive from any
+	// address. By default a registration holds only for the address it
+	// was made from: pushes name their device in the unauthenticated
+	// User-Identify header, and the address is what ties them to the
+	// Digest registration. Set it for platforms whose requests leave
+	// from several addresses.
+	AnyAddress bool `yaml:"any_address"`
 	// Realm is the Digest realm.
 	Realm string `yaml:"realm"`
 	// NonceTTL is how long a Digest nonce is valid.
@@ -59,6 +84,12 @@ func (c *Config) SetDefaults() {
 	}
 	if c.MaxRecords == 0 {
 		c.MaxRecords = 1000
+	}
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = 256
+	}
+	if c.MaxInFlightBytes == 0 {
+		c.MaxInFlightBytes = 8 * c.MaxBodyBytes
 	}
 	if c.Realm == "" {
 		c.Realm = "citywatch"
@@ -87,6 +118,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("gateway.viid.max_body_bytes: must be ≥ 1024, got %d", c.MaxBodyBytes)
 	case c.MaxRecords < 1:
 		return fmt.Errorf("gateway.viid.max_records: must be ≥ 1, got %d", c.MaxRecords)
+	case c.MaxInFlight < 1:
+		return fmt.Errorf("gateway.viid.max_in_flight: must be ≥ 1, got %d", c.MaxInFlight)
+	case c.MaxInFlightBytes < c.MaxBodyBytes:
+		return fmt.Errorf("gateway.viid.max_in_flight_bytes: must be ≥ max_body_bytes (%d), got %d", c.MaxBodyBytes, c.MaxInFlightBytes)
 	case c.Username != "" && c.Password == "":
 		return errors.New("gateway.viid.password: must be set when username is")
 	case c.NonceTTL <= 0:

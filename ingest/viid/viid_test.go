@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"citywatch/event"
 	"citywatch/internal/city"
@@ -59,18 +60,37 @@ func (p *fakePub) Publish(_ context.Context, evs []event.Event) error {
 	return nil
 }
 
+// testNow is the clock of the test servers.
+var testNow = time.Date(2026, 11, 26, 0, 16, 0, 0, time.UTC)
+
 func newTestServer(t testing.TB, cfg Config, pub Publisher) *httptest.Server {
+	t.Helper()
+	srv, _ := newTestServerS(t, cfg, pub)
+	return srv
+}
+
+// newTestServerS is newTestServer that also returns the Server, for its
+// metrics and clock.
+func newTestServerS(t testing.TB, cfg Config, pub Publisher) (*httptest.Server, *Server) {
+	t.Helper()
+	s, mux := newHandler(t, cfg, pub)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return srv, s
+}
+
+// newHandler returns the Server at testNow and a mux with its endpoints,
+// for tests that call it directly (to choose the client's address).
+func newHandler(t testing.TB, cfg Config, pub Publisher) (*Server, *http.ServeMux) {
 	t.Helper()
 	s, err := New(cfg, devices, shanghai, pub, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.now = func() time.Time { return time.Date(2026, 11, 26, 0, 16, 0, 0, time.UTC) }
+	s.now = func() time.Time { return testNow }
 	mux := http.NewServeMux()
 	s.Register(mux)
-	srv := httptest.NewServer(mux)
-	t.Cleanup(srv.Close)
-	return srv
+	return s, mux
 }
 
 type answer struct {
@@ -108,7 +128,7 @@ func readFile(t testing.TB, name string) []byte {
 
 func TestRealWorldShapes(t *testing.T) {
 	pub := &fakePub{}
-	srv := newTestServer(t, Config{}, pub)
+	srv, s := newTestServerS(t, Config{}, pub)
 	type st struct {
 		Code int
 		Id   string
@@ -128,6 +148,22 @@ func TestRealWorldShapes(t *testing.T) {
 		}},
 		{PathFaces, "faces.json", []st{{0, "f-1", "OK"}}},
 		{PathPersons, "persons.json", []st{{0, "p-1", "OK"}, {8, "p-2", `unknown camera "kk-001"`}}},
+		// As checkpoint and camera platforms send them (Hikvision and
+		// Dahua shapes: padded codes, numbers as numbers, the PlateNumber
+		// alias, GA 24.8 colour letters, image lists, GA/T 1400 fields the
+		// receiver does not read), and with a vendor's misspellings: a
+		// misspelt mandatory field fails its record alone, naming the
+		// field and the member that may have been meant.
+		{PathMotorVehicles, "vendors.json", []st{
+			{0, "42060200001190000001022026112608153500001", "OK"},
+			{0, "mv-dh-1", "OK"},
+			{0, "mv-cam-1", "OK"},
+			{0, "mv-typo-speed", "OK"},
+			{8, "mv-typo-time", `PassTime missing (is "PassTimme" a misspelling of PassTime?)`},
+			{8, "mv-typo-lane", `LaneNo missing or not a lane number ≥ 1 (is "LaneN0" a misspelling of LaneNo?)`},
+			{8, "mv-typo-tollgate", `unknown camera "42060200001190000001" (is "TolgateID" a misspelling of TollgateID?)`},
+			{0, "mv-odd-images", "OK"},
+		}},
 	}
 	for _, tt := range tests {
 		resp, a := post(t, srv.URL+tt.path, readFile(t, tt.file), nil)
@@ -162,9 +198,35 @@ func TestRealWorldShapes(t *testing.T) {
 			Time: time.Date(2026, 11, 26, 8, 15, 40, 0, shanghai), Lat: 32.2, Lon: 112.08, Object: "face", Count: 1, Confidence: 1},
 		{ID: "viid-person-p-1", Type: event.TypeCameraDetection, DeviceID: "cam-a-00001", CameraClass: "A",
 			Time: time.Date(2026, 11, 26, 0, 15, 41, 0, time.UTC), Lat: 32.1, Lon: 112.07, Object: "person", Count: 1, Confidence: 1},
+		// vendors.json
+		{ID: "viid-mv-42060200001190000001022026112608153500001", Type: event.TypeCheckpointPass, DeviceID: "kk-001",
+			Time: time.Date(2026, 11, 26, 8, 15, 35, 0, shanghai), Lat: 32.39, Lon: 112.11,
+			Lane: 2, Plate: "鄂F1234警", PlateColor: "white", SpeedKmh: 45, VehicleType: "car", VehicleColor: "black", Confidence: 0.88,
+			Attrs: []byte(`{"images":[{"id":"42060200001190000001022026112608153500001","path":"http://10.20.1.5:6120/pic?=d7ei703-*0a1i","type":"01"},` +
+				`{"id":"42060200001190000001022026112608153500002","path":"http://10.20.1.5:6120/pic?=d7ei703-*0a1j","type":"02"}]}`)},
+		{ID: "viid-mv-mv-dh-1", Type: event.TypeCheckpointPass, DeviceID: "kk-002",
+			Time: time.Date(2026, 11, 26, 8, 15, 36, 123e6, shanghai), Lat: 32.37, Lon: 112.22,
+			Lane: 3, Plate: "鄂A12345", PlateColor: "yellow", SpeedKmh: 52.5, VehicleType: "truck", VehicleColor: "white", Confidence: 1},
+		{ID: "viid-mv-mv-cam-1", Type: event.TypeCameraDetection, DeviceID: "cam-a-00001", CameraClass: "A",
+			Time: time.Date(2026, 11, 26, 8, 15, 37, 0, shanghai), Lat: 32.1, Lon: 112.07, Object: "vehicle", Count: 1, Confidence: 1,
+			Plate: "鄂F54321", PlateColor: "white",
+			Attrs: []byte(`{"images":[{"id":"img-cam-1","path":"ftp://10.20.1.9/2026/11/26/img-cam-1.jpg","type":"09"}]}`)},
+		// A misspelt optional field is absent: checkpoint.pass requires
+		// speed_kmh and has no "unknown", so the speed is 0, and the
+		// misspelling is counted.
+		{ID: "viid-mv-mv-typo-speed", Type: event.TypeCheckpointPass, DeviceID: "kk-001",
+			Time: time.Date(2026, 11, 26, 8, 15, 38, 0, shanghai), Lat: 32.39, Lon: 112.11,
+			Lane: 1, Plate: "鄂F22222", PlateColor: "blue", VehicleType: "car", Confidence: 1},
+		{ID: "viid-mv-mv-odd-images", Type: event.TypeCheckpointPass, DeviceID: "kk-002",
+			Time: time.Date(2026, 11, 26, 8, 15, 42, 0, shanghai), Lat: 32.37, Lon: 112.22,
+			Lane: 1, Plate: "鄂F66666", PlateColor: "blue", VehicleType: "other", Confidence: 1},
 	}
 	if diff := cmp.Diff(want, pub.evs, cmpopts.EquateEmpty(), cmp.Comparer(func(a, b time.Time) bool { return a.Equal(b) })); diff != "" {
 		t.Errorf("events (-want +got)\n%s", diff)
+	}
+	// Speeed, PassTimme, LaneN0, TolgateID.
+	if n := testutil.ToFloat64(s.met.misspelt.WithLabelValues(PathMotorVehicles)); n != 4 {
+		t.Errorf("misspelt fields counted: %v, want 4", n)
 	}
 }
 
@@ -208,56 +270,6 @@ func TestBusy(t *testing.T) {
 	ss := a.ResponseStatusListObject.ResponseStatusObject
 	if len(ss) != 6 || ss[0].StatusCode != codeDeviceBusy || ss[3].StatusCode != codeInvalidJSONContent {
 		t.Errorf("statuses %+v", ss)
-	}
-}
-
-// digestClient registers like a GA/T 1400 device: POST, 401 with a
-// challenge, POST again with the Digest answer.
-func digestRegister(t *testing.T, url, user, pass, device string) int {
-	t.Helper()
-	body := []byte(`{"RegisterObject":{"DeviceID":"` + device + `"}}`)
-	resp, _ := post(t, url+PathRegister, body, nil)
-	if resp.StatusCode != 401 {
-		t.Fatalf("first register: HTTP %d, want 401", resp.StatusCode)
-	}
-	ch, err := ParseChallenge(resp.Header.Get("WWW-Authenticate"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := DigestResponse(user, ch["realm"], pass, "POST", PathRegister, ch["nonce"], "00000001", "abcdef", "auth")
-	h := `Digest username="` + user + `", realm="` + ch["realm"] + `", nonce="` + ch["nonce"] + `", uri="` + PathRegister +
-		`", qop=auth, nc=00000001, cnonce="abcdef", response="` + r + `", algorithm=MD5`
-	resp, _ = post(t, url+PathRegister, body, map[string]string{"Authorization": h})
-	return resp.StatusCode
-}
-
-func TestDigestRegistration(t *testing.T) {
-	pub := &fakePub{}
-	srv := newTestServer(t, Config{Username: "viid", Password: "s3cret"}, pub)
-	face := []byte(`{"FaceListObject":{"FaceObject":[{"FaceID":"f-9","DeviceID":"cam-a-00001","ShotTime":"20261126081540"}]}}`)
-	// Not registered: refused.
-	if resp, _ := post(t, srv.URL+PathFaces, face, map[string]string{"User-Identify": "dev-1"}); resp.StatusCode != 401 {
-		t.Fatalf("push before register: HTTP %d", resp.StatusCode)
-	}
-	if code := digestRegister(t, srv.URL, "viid", "wrong", "dev-1"); code != 401 {
-		t.Fatalf("wrong password: HTTP %d", code)
-	}
-	if code := digestRegister(t, srv.URL, "viid", "s3cret", "dev-1"); code != 200 {
-		t.Fatalf("register: HTTP %d", code)
-	}
-	if resp, a := post(t, srv.URL+PathFaces, face, map[string]string{"User-Identify": "dev-1"}); resp.StatusCode != 200 || a.ResponseStatusListObject.ResponseStatusObject[0].StatusCode != 0 {
-		t.Fatalf("push after register: HTTP %d %+v", resp.StatusCode, a)
-	}
-	// Keepalive of a registered checkpoint: a heartbeat.
-	if code := digestRegister(t, srv.URL, "viid", "s3cret", "kk-001"); code != 200 {
-		t.Fatalf("register kk-001: HTTP %d", code)
-	}
-	resp, _ := post(t, srv.URL+PathKeepalive, []byte(`{"KeepaliveObject":{"DeviceID":"kk-001"}}`), nil)
-	if resp.StatusCode != 200 {
-		t.Fatalf("keepalive: HTTP %d", resp.StatusCode)
-	}
-	if n := len(pub.evs); n != 2 || pub.evs[1].Type != event.TypeDeviceHeartbeat || pub.evs[1].DeviceID != "kk-001" {
-		t.Errorf("events %+v", pub.evs)
 	}
 }
 
