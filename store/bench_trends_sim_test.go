@@ -94,13 +94,41 @@ func simulateDay(ctx context.Context, db *store.DB) (uint64, error) {
 }
 
 // repeatDay returns the statements that make the simulated first day
-// thirty: its rows copied as the last day, and its hourly rollups copied
-// for each day between, as the materialized views would have written
-// them from the same rows a day later each.
+// thirty: its rows copied as the last day, an hour at a time, and its
+// hourly rollups copied for each day between, as the materialized views
+// would have written them from the same rows a day later each.
+//
+// They may run again after a failure half-way: they begin by dropping
+// the daily partitions of rows (and minutely rollups) after the first
+// day's, and a rollup state copied twice is the same set.
 func repeatDay(ctx context.Context, db *store.DB) ([]string, error) {
 	const day = 86400
 	from := trendStart.Unix()
 	var stmts []string
+	lastOfDay1 := trendStart.Add(24*time.Hour - time.Second).UTC().Format("20060102")
+	for _, table := range []string{"events", "fuel_purchases", "device_health", "events_minutely", "health_minutely"} {
+		rows, err := db.Conn().Query(ctx, "SELECT DISTINCT partition FROM system.parts WHERE database = ? AND table = ? AND active", db.Database(), table)
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var p string
+			if err := rows.Scan(&p); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			if p > lastOfDay1 {
+				if err := db.Conn().Exec(ctx, fmt.Sprintf("ALTER TABLE `%s`.%s DROP PARTITION %s", db.Database(), table, p)); err != nil {
+					rows.Close()
+					return nil, err
+				}
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
 	shift := (trendDays - 1) * day
 	for _, table := range []string{"events", "fuel_purchases", "device_health"} {
 		// In table order: 18.16's system.columns has no position.
@@ -125,8 +153,12 @@ func repeatDay(ctx context.Context, db *store.DB) ([]string, error) {
 		if err := rows.Err(); err != nil {
 			return nil, err
 		}
-		stmts = append(stmts, fmt.Sprintf("INSERT INTO {db}.%s (%s) SELECT %s FROM {db}.%s WHERE time >= toDateTime(%d) AND time < toDateTime(%d)",
-			table, strings.Join(cols, ", "), strings.Join(sel, ", "), table, from, from+day))
+		// An hour at a time: an INSERT ... SELECT of the whole day would
+		// outlast the client's read timeout.
+		for h := int64(0); h < 24; h++ {
+			stmts = append(stmts, fmt.Sprintf("INSERT INTO {db}.%s (%s) SELECT %s FROM {db}.%s WHERE time >= toDateTime(%d) AND time < toDateTime(%d)",
+				table, strings.Join(cols, ", "), strings.Join(sel, ", "), table, from+h*3600, from+(h+1)*3600))
+		}
 	}
 	for k := 1; k < trendDays-1; k++ {
 		stmts = append(stmts,
