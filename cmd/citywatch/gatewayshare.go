@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -30,6 +31,13 @@ func startGatewayShare(ctx context.Context, cfg Config, c *city.City, w simulato
 	gcfg := cfg.Gateway
 	gcfg.HTTPAddr = "127.0.0.1:0"
 	gcfg.RTP.Addr = "127.0.0.1:0"
+	// GA/T 1400 times without an offset are CITYWATCH_TZ's, as in
+	// citywatch gateway.
+	loc, err := time.LoadLocation(cfg.Timezone)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cannot load time zone %q: %w", cfg.Timezone, err)
+	}
+	gcfg.Location = loc
 	g, err := gateway.New(gcfg, cfg.Kafka, c, reg, km, log)
 	if err != nil {
 		return nil, nil, err
@@ -50,7 +58,7 @@ func startGatewayShare(ctx context.Context, cfg Config, c *city.City, w simulato
 		}
 	})
 	wg.Go(func() { _ = share.Run(gctx) })
-	fmt.Fprintf(out, "gateway: RTP on %s (%d%% of cameras), GA/T 1400 on http://%s (%d%% of checkpoints)\n",
+	fmt.Fprintf(out, "gateway: RTP on %s (%d%% of cameras), GA/T 1400 on http://%s (%d%% of checkpoints); its metrics and stream reports at http://%[3]s/metrics and /rtp/streams\n",
 		g.RTPAddr(), rtpSharePct, g.HTTPAddr(), viidSharePct)
 	return share, func() {
 		cancel()
