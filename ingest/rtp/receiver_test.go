@@ -18,6 +18,7 @@ import (
 	"go.uber.org/goleak"
 
 	"citywatch/event"
+	"citywatch/internal/city"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -818,5 +819,31 @@ func TestMetrics(t *testing.T) {
 	}
 	if r.bufBytes.Load() == 0 {
 		t.Error("nothing buffered for the document in progress")
+	}
+}
+
+// TestRegistrySSRC: a camera streams with the SSRC its platform assigned
+// when the city file gives one, with the hash of its id otherwise; ids
+// whose SSRCs collide are left out rather than confused.
+func TestRegistrySSRC(t *testing.T) {
+	c := &city.City{Devices: []city.Device{
+		{ID: "cam-given", Kind: city.KindCamera, Class: "A", SSRC: 1234567890},
+		{ID: "cam-hashed", Kind: city.KindCamera, Class: "B"},
+		{ID: "cam-clash-1", Kind: city.KindCamera, SSRC: 42},
+		{ID: "cam-clash-2", Kind: city.KindCamera, SSRC: 42},
+		{ID: "kk-1", Kind: city.KindCheckpoint, SSRC: 7},
+	}}
+	r := NewRegistry(c)
+	for ssrc, want := range map[uint32]string{1234567890: "cam-given", SSRC("cam-hashed"): "cam-hashed", SSRC("cam-given"): "", 42: "", 7: ""} {
+		got := ""
+		if cam := r.Lookup(ssrc); cam != nil {
+			got = cam.ID
+		}
+		if got != want {
+			t.Errorf("Lookup(%d) = %q, want %q", ssrc, got, want)
+		}
+	}
+	if r.Len() != 2 || r.Collisions != 2 {
+		t.Errorf("%d cameras, %d collisions; want 2 and 2", r.Len(), r.Collisions)
 	}
 }

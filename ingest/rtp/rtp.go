@@ -29,9 +29,10 @@ package rtp
 
 import "citywatch/internal/city"
 
-// SSRC returns the RTP synchronisation source identifier a camera uses:
-// the 32-bit FNV-1a hash of its device id. The city file has no SSRC, so
-// the gateway and every sender derive it the same way.
+// SSRC returns the RTP synchronisation source identifier a camera uses
+// when the city file gives it none (city.Device.SSRC): the 32-bit FNV-1a
+// hash of its device id, which the gateway and every sender derive the
+// same way.
 func SSRC(deviceID string) uint32 {
 	h := uint32(2166136261)
 	for i := 0; i < len(deviceID); i++ {
@@ -65,7 +66,10 @@ func NewRegistry(c *city.City) *Registry {
 	r := &Registry{bySSRC: make(map[uint32]*Camera)}
 	ambiguous := map[uint32]bool{}
 	for _, d := range c.DevicesOf(city.KindCamera) {
-		s := SSRC(d.ID)
+		s := d.SSRC
+		if s == 0 {
+			s = SSRC(d.ID)
+		}
 		if _, dup := r.bySSRC[s]; dup || ambiguous[s] {
 			if !ambiguous[s] {
 				r.Collisions++

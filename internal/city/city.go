@@ -181,6 +181,10 @@ type Device struct {
 	Station string `json:"station,omitempty"`
 	// Circle is a patrol unit's home circle.
 	Circle string `json:"circle,omitempty"`
+	// SSRC is the RTP synchronisation source of a camera's metadata
+	// stream as its platform assigned it (GB/T 28181 puts it in the
+	// INVITE's SDP); zero means the gateway's default, a hash of the id.
+	SSRC uint32 `json:"ssrc,omitempty"`
 }
 
 // Location is the city's local time zone, China Standard Time (UTC+8, no
