@@ -73,8 +73,10 @@ func BenchmarkTrends30Days(b *testing.B) {
 	}
 	// A range that starts and ends within an hour, as an API caller's may
 	// (the web role's default ranges end on the hour).
+	// Its ends lie in the busy hours of the first and the last day (08:17
+	// and 17:37 local), where a part-hour holds the most events.
 	unaligned := with("day", "")
-	unaligned.From, unaligned.To = unaligned.From.Add(17*time.Minute), unaligned.To.Add(-23*time.Minute)
+	unaligned.From, unaligned.To = unaligned.From.Add(8*time.Hour+17*time.Minute), unaligned.To.Add(-6*time.Hour-23*time.Minute)
 	unalignedHealth := unaligned
 	unalignedHealth.Bucket = "hour"
 	// The same with seconds, which the web role's API never asks (it
