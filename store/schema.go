@@ -396,9 +396,10 @@ var rollupStmts = []string{
 // (Retention.Events and Retention.Health), not that of the hourly
 // rollups.
 //
-// The backfill reads the base tables a UTC day at a time
-// (backfillMinutes): a month of minutes in one GROUP BY would hold
-// hundreds of thousands of states in memory.
+// The backfill reads the base tables an hour of each daily partition at
+// a time (backfillMinutes): a month of minutes in one GROUP BY would hold
+// hundreds of thousands of states in memory, and a day of rows may
+// outlast the connection's read timeout.
 var minuteRollupStmts = []string{
 	`CREATE TABLE IF NOT EXISTS {db}.events_minutely (
 		minute DateTime('UTC'),
@@ -454,7 +455,8 @@ var minuteBackfills = []struct{ base, insert string }{
 }
 
 // backfillMinutes fills the minutely rollups from the rows stored before
-// their views existed, one daily partition of a base table at a time. Like
+// their views existed, one hour of each daily partition of a base table
+// at a time. Like
 // the hourly backfill it may run twice or beside the sink: the states are
 // sets.
 func backfillMinutes(ctx context.Context, db *DB) error {
@@ -482,9 +484,14 @@ func backfillMinutes(ctx context.Context, db *DB) error {
 			return fmt.Errorf("cannot list partitions of %s: %w", bf.base, err)
 		}
 		for _, d := range days {
-			from := time.Date(d/10000, time.Month(d/100%100), d%100, 0, 0, 0, 0, time.UTC)
-			if err := db.conn.Exec(ctx, db.expand(bf.insert), from.Unix(), from.AddDate(0, 0, 1).Unix()); err != nil {
-				return fmt.Errorf("cannot backfill the minutes of %s for %d: %w", bf.base, d, err)
+			// An hour at a time: a day of the city's events is about 200
+			// million rows, which one INSERT ... SELECT may not read within
+			// the connection's read timeout.
+			day := time.Date(d/10000, time.Month(d/100%100), d%100, 0, 0, 0, 0, time.UTC).Unix()
+			for from := day; from < day+86400; from += 3600 {
+				if err := db.conn.Exec(ctx, db.expand(bf.insert), from, from+3600); err != nil {
+					return fmt.Errorf("cannot backfill the minutes of %s from %s: %w", bf.base, time.Unix(from, 0).UTC().Format(time.DateTime), err)
+				}
 			}
 		}
 	}

@@ -31,7 +31,7 @@ import (
 // qop=auth the response covers neither the body nor the DeviceID in it,
 // so a captured Authorization header could be sent again with another
 // body; that is why each nonce count is accepted once (nonces), why a
-// registration's DeviceID must be the Digest username unless AnyDeviceID,
+// registration's DeviceID may be bound to the Digest username (DeviceIDIsUsername),
 // and why, unless AnyAddress, a registration holds only for the address
 // it came from.
 type auth struct {

@@ -72,8 +72,9 @@ func digestHeader(user, pass, realm, nonce, uri, nc, cnonce, qop string) string 
 }
 
 // TestDigestRegister sends Register requests answering one challenge:
-// each nonce count is good once, the DeviceID must be the username unless
-// any_device_id, and a replayed header cannot register another body.
+// each nonce count is good once, the DeviceID must be the username with
+// device_id_is_username, and a replayed header cannot register another
+// body.
 func TestDigestRegister(t *testing.T) {
 	type send struct {
 		pass, qop, nc, device string
@@ -83,18 +84,18 @@ func TestDigestRegister(t *testing.T) {
 	ok := func(nc, device string) send { return send{testPass, "auth", nc, device, 200, false} }
 	replay := func(nc, device string) send { return send{testPass, "auth", nc, device, 401, true} }
 	tests := []struct {
-		name        string
-		anyDeviceID bool
-		sends       []send
+		name   string
+		bindID bool
+		sends  []send
 	}{
-		{"own id", false, []send{ok("00000001", testUser)}},
+		{"own id", true, []send{ok("00000001", testUser)}},
 		{"wrong password", false, []send{{"wrong", "auth", "00000001", testUser, 401, false}}},
-		{"another DeviceID", false, []send{{testPass, "auth", "00000001", "kk-001", 403, false}}},
-		{"another DeviceID, any_device_id", true, []send{ok("00000001", "kk-001")}},
+		{"another DeviceID, device_id_is_username", true, []send{{testPass, "auth", "00000001", "kk-001", 403, false}}},
+		{"another DeviceID", false, []send{ok("00000001", "kk-001")}},
 		{"nonce count once, rising", false, []send{
 			ok("00000001", testUser), replay("00000001", testUser), ok("00000002", testUser),
 			replay("00000002", testUser), replay("00000001", testUser), ok("0000000a", testUser)}},
-		{"replayed header with another body", true, []send{ok("00000001", "cam-a-00001"), replay("00000001", "kk-001")}},
+		{"replayed header with another body", false, []send{ok("00000001", "cam-a-00001"), replay("00000001", "kk-001")}},
 		{"RFC 2069 nonce once", false, []send{{testPass, "", "", testUser, 200, false}, {testPass, "", "", testUser, 401, true}}},
 		{"qop auth without nc", false, []send{{testPass, "auth", "", testUser, 401, false}}},
 		{"nc not hexadecimal", false, []send{{testPass, "auth", "0000000g", testUser, 401, false}}},
@@ -102,7 +103,7 @@ func TestDigestRegister(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, mux := newHandler(t, Config{Username: testUser, Password: testPass, AnyDeviceID: tt.anyDeviceID}, &fakePub{})
+			_, mux := newHandler(t, Config{Username: testUser, Password: testPass, DeviceIDIsUsername: tt.bindID}, &fakePub{})
 			d := device{t, mux, "192.0.2.1:40000"}
 			ch := d.challenge()
 			for i, s := range tt.sends {
@@ -198,9 +199,10 @@ func TestAnyAddress(t *testing.T) {
 	}
 }
 
-// TestUnregister: a device unregisters itself, not another.
+// TestUnregister: with device_id_is_username, a device unregisters
+// itself, not another.
 func TestUnregister(t *testing.T) {
-	_, mux := newHandler(t, Config{Username: testUser, Password: testPass}, &fakePub{})
+	_, mux := newHandler(t, Config{Username: testUser, Password: testPass, DeviceIDIsUsername: true}, &fakePub{})
 	d := device{t, mux, "192.0.2.1:40000"}
 	if code := d.register(testUser, testUser); code != 200 {
 		t.Fatalf("register: HTTP %d", code)
@@ -385,5 +387,20 @@ func TestInFlightLimit(t *testing.T) {
 				t.Errorf("in flight after all answered: %d requests, %d bytes", n, b)
 			}
 		})
+	}
+}
+
+// TestSystemBodyLimit: a keepalive or registration reads at most
+// maxSystemBody, before it knows its sender, so that a client without
+// credentials cannot hold MaxBodyBytes of the in-flight budget with one.
+func TestSystemBodyLimit(t *testing.T) {
+	_, mux := newHandler(t, Config{}, &fakePub{})
+	d := device{t, mux, "192.0.2.1:40000"}
+	big := `{"KeepaliveObject":{"DeviceID":"kk-001","Pad":"` + strings.Repeat("x", maxSystemBody) + `"}}`
+	for _, path := range []string{PathKeepalive, PathRegister} {
+		rec := d.do(path, big, nil)
+		if rec.Code != 400 || !strings.Contains(rec.Body.String(), "body larger than 65536 bytes") {
+			t.Errorf("%s with a %d-byte body: HTTP %d %s", path, len(big), rec.Code, rec.Body)
+		}
 	}
 }

@@ -130,7 +130,7 @@ func (l *limiter) inFlight() (int, int64) {
 // either way, and a flood of requests cannot hold more than the bound.
 func (s *Server) admit(path string, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		size := s.cfg.MaxBodyBytes
+		size := s.bodyLimit(path)
 		if r.ContentLength >= 0 && r.ContentLength < size {
 			size = r.ContentLength
 		}
@@ -188,21 +188,36 @@ func (s *Server) localTime() string {
 	return s.now().In(s.m.loc).Format("20060102150405")
 }
 
-// readBody reads a body within the limit; the error is the reason for
-// the device.
+// maxSystemBody bounds the body of a registration or keepalive, a few
+// hundred bytes in practice. Keepalive reads its body before it can tell
+// who sent it, so a client without credentials could otherwise hold
+// MaxBodyBytes of the in-flight budget per request by sending slowly.
+const maxSystemBody = 64 << 10
+
+// bodyLimit is the largest body the endpoint at path reads.
+func (s *Server) bodyLimit(path string) int64 {
+	if path == PathMotorVehicles || path == PathFaces || path == PathPersons {
+		return s.cfg.MaxBodyBytes
+	}
+	return min(maxSystemBody, s.cfg.MaxBodyBytes)
+}
+
+// readBody reads a body within the endpoint's limit; the error is the
+// reason for the device.
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, string) {
+	limit := s.bodyLimit(r.URL.Path)
 	// A declared length is read into one buffer of that size (admit has
 	// reserved it), rather than one that doubles its way up.
 	var buf bytes.Buffer
-	if n := r.ContentLength; n > 0 && n <= s.cfg.MaxBodyBytes {
+	if n := r.ContentLength; n > 0 && n <= limit {
 		buf.Grow(int(n) + bytes.MinRead)
 	}
-	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
+	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, limit))
 	body := buf.Bytes()
 	var mbe *http.MaxBytesError
 	switch {
 	case errors.As(err, &mbe):
-		return nil, fmt.Sprintf("body larger than %d bytes", s.cfg.MaxBodyBytes)
+		return nil, fmt.Sprintf("body larger than %d bytes", limit)
 	case err != nil:
 		return nil, "cannot read body: " + err.Error()
 	}
@@ -404,11 +419,11 @@ func remoteIP(r *http.Request) string {
 	return host
 }
 
-// ownID checks that a device registers (or unregisters) under the Digest
-// username, unless AnyDeviceID: the Digest response covers neither the
-// body nor the DeviceID in it.
+// ownID checks, with DeviceIDIsUsername, that a device registers (or
+// unregisters) under the Digest username: the Digest response covers
+// neither the body nor the DeviceID in it.
 func (s *Server) ownID(w http.ResponseWriter, path, user, id string) bool {
-	if s.cfg.AnyDeviceID || id == user {
+	if !s.cfg.DeviceIDIsUsername || id == user {
 		return true
 	}
 	s.log.Info("GA/T 1400 registration refused: DeviceID is not the Digest username", "path", path, "device", shorten(id), "user", shorten(user))

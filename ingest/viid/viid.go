@@ -47,13 +47,14 @@ type Config struct {
 	// authentication, which New logs as a warning.
 	Username string `yaml:"username"`
 	Password string `yaml:"password"`
-	// AnyDeviceID lets the holder of the credentials register under any
-	// DeviceID, as when one account is shared by a platform's devices.
-	// By default the DeviceID of a registration must be the Digest
-	// username, as GA/T 1400 devices and platforms register under their
-	// own id, so that a captured or shared credential cannot register
-	// (and then push as) another device.
-	AnyDeviceID bool `yaml:"any_device_id"`
+	// DeviceIDIsUsername makes a registration's DeviceID have to be the
+	// Digest username, for a deployment whose one account belongs to one
+	// platform registering under its own id. By default the holder of the
+	// credentials may register any DeviceID: with one account shared by a
+	// platform's devices, binding the id to it would let one device in.
+	// A replayed Authorization header cannot register another DeviceID
+	// either way: each nonce count is accepted once.
+	DeviceIDIsUsername bool `yaml:"device_id_is_username"`
 	// AnyAddress lets a registered device push and keep alive from any
 	// address. By default a registration holds only for the address it
 	// was made from: pushes name their device in the unauthenticated
