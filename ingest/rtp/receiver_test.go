@@ -847,3 +847,36 @@ func TestRegistrySSRC(t *testing.T) {
 		t.Errorf("%d cameras, %d collisions; want 2 and 2", r.Len(), r.Collisions)
 	}
 }
+
+// TestBudgetKeepsPacketInWindow: a packet that arrives inside the reorder
+// window when the budget has no room to hold it is handed on after the
+// held packets before it; the held ones after it wait on rather than
+// overtake it (which made it late and lost its document).
+func TestBudgetKeepsPacketInWindow(t *testing.T) {
+	// 2,600 bytes hold the packets of documents 3 and 10, not 5 as well.
+	r, s := newReceiverOf(t, Config{MaxDocumentBytes: 1500, MaxBufferBytes: 2600}, "cam-a")
+	w := r.newWorker()
+	p := &Packetizer{SSRC: SSRC("cam-a"), Seq: 100, MaxSize: 1200}
+	var docs [][]byte
+	for i := range 12 {
+		ps := packets(p, paddedDoc(i, 700), uint32(9000+i*3600))
+		if len(ps) != 1 {
+			t.Fatalf("%d packets", len(ps))
+		}
+		docs = append(docs, ps[0])
+	}
+	now := t0
+	for _, i := range []int{0, 3, 10, 5, 11} {
+		w.handle(docs[i], now)
+		now = now.Add(time.Millisecond)
+	}
+	got := detectionIDs(s.take())
+	for _, id := range []string{"0", "3", "5"} {
+		if !slices.Contains(got, id) {
+			t.Errorf("detections %v: %s missing", got, id)
+		}
+	}
+	if n := r.Totals()["late_fragment"]; n != 0 {
+		t.Errorf("%d late fragments, want 0 (detections %v)", n, got)
+	}
+}

@@ -225,9 +225,16 @@ func (st *stream) push(w *worker, p *packet, window time.Duration) {
 	}
 }
 
-// skipTo gives up every gap up to p, for reason, and hands p on.
+// skipTo gives up every gap up to p, for reason, and hands p on; held
+// packets after p wait on.
 func (st *stream) skipTo(w *worker, p *packet, reason dropReason) {
-	st.flushHeld(w, reason)
+	for st.heldMask != 0 {
+		first := st.next + uint16(bits.TrailingZeros64(bits.RotateLeft64(st.heldMask, -int(st.next%reorderSlots))))
+		if int16(first-p.seq) > 0 {
+			break
+		}
+		st.giveUp(w, reason)
+	}
 	if d := p.seq - st.next; d >= 1<<15 {
 		w.c[cLate].Add(1) // it fell among the packets just handed on
 		return
@@ -236,6 +243,7 @@ func (st *stream) skipTo(w *worker, p *packet, reason dropReason) {
 	}
 	st.assemble(w, p)
 	st.next++
+	st.drain(w)
 }
 
 // expire gives up the gaps that packets have waited behind for window.
