@@ -28,8 +28,8 @@ type VIIDClient struct {
 	Batch int
 	// DeviceID identifies the platform (User-Identify header) and
 	// Username and Password, when set, are its Digest credentials for
-	// Register; Username defaults to DeviceID, as the receiver wants a
-	// device to register under its own id.
+	// Register; Username defaults to DeviceID, for a receiver that gives
+	// each device an account of its own (gateway.viid.device_id_is_username).
 	DeviceID, Username, Password string
 	// OnStatus, when set, is called with each record's answer: the
 	// MotorVehicleID and its StatusCode (0: written to Kafka).
