@@ -67,6 +67,10 @@ func NewGatewayShare(next Writer, prefix, rtpAddr, viidURL string, rtpPct, viidP
 // shares (per packet), as a lossy network would.
 func (g *GatewayShare) SetRTPFaults(loss, reorder float64) { g.rtp.Loss, g.rtp.Reorder = loss, reorder }
 
+// SetSSRCs makes the RTP share stream with the SSRCs f gives (rtp.SSRCs
+// of the city file), rather than the hash of each camera's id.
+func (g *GatewayShare) SetSSRCs(f func(deviceID string) uint32) { g.rtp.SSRCOf = f }
+
 // Close closes the RTP socket.
 func (g *GatewayShare) Close() error { return g.rtp.Close() }
 

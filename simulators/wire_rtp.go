@@ -16,14 +16,17 @@ import (
 // event is one ONVIF tt:MetadataStream document, split into RTP packets of
 // at most rtp.MaxPacketSize bytes with the marker bit on the last, with
 // per-camera sequence numbers, a 90 kHz timestamp from the event time, and
-// the SSRC rtp.SSRC(device id). It is not safe for concurrent use.
+// the SSRC SSRCOf(device id). It is not safe for concurrent use.
 type RTPSender struct {
 	conn *net.UDPConn
 	// Loss is the share of packets deliberately not sent, and Reorder the
 	// share held back and sent after the next packet, to test the
 	// gateway's loss and reordering measurement.
 	Loss, Reorder float64
-	held          []byte
+	// SSRCOf gives the SSRC a device streams with (rtp.SSRCs of the city
+	// file); nil means rtp.SSRC of its id.
+	SSRCOf func(deviceID string) uint32
+	held   []byte
 
 	rng     *rand.Rand
 	streams map[string]*rtpStream
@@ -69,7 +72,11 @@ func (s *RTPSender) Send(e *event.Event) error {
 	}
 	st := s.streams[e.DeviceID]
 	if st == nil {
-		st = &rtpStream{p: rtp.Packetizer{SSRC: rtp.SSRC(e.DeviceID), Seq: uint16(s.rng.Uint32())}, base: s.rng.Uint32(), start: e.Time}
+		ssrc := rtp.SSRC
+		if s.SSRCOf != nil {
+			ssrc = s.SSRCOf
+		}
+		st = &rtpStream{p: rtp.Packetizer{SSRC: ssrc(e.DeviceID), Seq: uint16(s.rng.Uint32())}, base: s.rng.Uint32(), start: e.Time}
 		s.streams[e.DeviceID] = st
 	}
 	ts := st.base + uint32(e.Time.Sub(st.start)*rtp.ClockRate/time.Second)

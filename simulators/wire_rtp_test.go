@@ -9,6 +9,7 @@ import (
 
 	"citywatch/event"
 	"citywatch/ingest/rtp"
+	"citywatch/internal/city"
 )
 
 func TestAppendMetadataParses(t *testing.T) {
@@ -91,5 +92,48 @@ func TestRTPSenderReorders(t *testing.T) {
 	}
 	if s.Reordered == 0 || len(seqs) != 4 || seqs[1] != seqs[0]-1 || seqs[3] != seqs[2]-1 {
 		t.Errorf("sequence numbers as received: %v (%d reordered), want each pair swapped", seqs, s.Reordered)
+	}
+}
+
+// TestRTPSenderSSRC: a camera streams with the SSRC the city file gives
+// it (rtp.SSRCs), another with the hash of its id.
+func TestRTPSenderSSRC(t *testing.T) {
+	ln, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	s, err := NewRTPSender(ln.LocalAddr().String(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.SSRCOf = rtp.SSRCs(&city.City{Devices: []city.Device{{ID: "cam-1", Kind: city.KindCamera, SSRC: 1234567890}}})
+	tm := time.Date(2026, 11, 26, 8, 0, 0, 0, time.UTC)
+	want := map[uint32]bool{1234567890: true, rtp.SSRC("cam-2"): true}
+	for _, id := range []string{"cam-1", "cam-2"} {
+		e := event.Event{Type: event.TypeCameraDetection, DeviceID: id, Time: tm, Object: "person", Count: 1, Confidence: 0.9}
+		if err := s.Send(&e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	buf := make([]byte, 2048)
+	for range s.Packets {
+		_ = ln.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, err := ln.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var p pionrtp.Packet
+		if err := p.Unmarshal(buf[:n]); err != nil {
+			t.Fatal(err)
+		}
+		if !want[p.SSRC] {
+			t.Errorf("SSRC %d, want one of %v", p.SSRC, want)
+		}
+		delete(want, p.SSRC)
+	}
+	if len(want) != 0 {
+		t.Errorf("SSRCs not seen: %v", want)
 	}
 }

@@ -162,7 +162,7 @@ func benchGateway(ctx context.Context, cfg Config, stdout, stderr io.Writer, dRT
 		var exp, recv uint64
 		var lost int64
 		for i := range cameras {
-			if s, ok := g.RTP().Stream(rtp.SSRC(c.DevicesOf(city.KindCamera)[i].ID)); ok {
+			if s, ok := g.RTP().Stream(rtp.SSRCOf(c.DevicesOf(city.KindCamera)[i])); ok {
 				exp += uint64(s.Report.Expected)
 				recv += uint64(s.Report.Received)
 				lost += s.Report.Lost
@@ -291,7 +291,7 @@ func sendRTPLoad(ctx context.Context, stdout io.Writer, addr string, d time.Dura
 			var streams []*stream
 			for i := w; i < cameras; i += senders {
 				cam := cams[i]
-				st := &stream{p: rtp.Packetizer{SSRC: rtp.SSRC(cam.ID), Seq: uint16(i * 7919)}, ts: uint32(i) * 104729}
+				st := &stream{p: rtp.Packetizer{SSRC: rtp.SSRCOf(cam), Seq: uint16(i * 7919)}, ts: uint32(i) * 104729}
 				quiet := fmt.Appendf(nil, `<?xml version="1.0" encoding="UTF-8"?><tt:MetadataStream xmlns:tt="http://www.onvif.org/ver10/schema"><tt:VideoAnalytics><tt:Frame UtcTime="%s"></tt:Frame></tt:VideoAnalytics></tt:MetadataStream>`,
 					start.UTC().Format("2006-01-02T15:04:05.000Z"))
 				st.p.Packetize(nil, quiet, 0, func(b []byte) { st.quiet = append([]byte(nil), b...) })

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"citywatch/ingest/gateway"
+	"citywatch/ingest/rtp"
 	"citywatch/internal/city"
 	"citywatch/internal/kafkaio"
 	"citywatch/simulators"
@@ -50,6 +51,7 @@ func startGatewayShare(ctx context.Context, cfg Config, c *city.City, w simulato
 	if err != nil {
 		return nil, nil, err
 	}
+	share.SetSSRCs(rtp.SSRCs(c))
 	gctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	wg.Go(func() {

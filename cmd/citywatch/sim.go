@@ -18,6 +18,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"citywatch/event"
+	"citywatch/ingest/rtp"
 	"citywatch/internal/city"
 	"citywatch/internal/kafkaio"
 	"citywatch/simulators"
@@ -132,6 +133,7 @@ func cmdSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		defer share.Close()
 		share.SetRTPFaults(*rtpLoss, *rtpReorder)
+		share.SetSSRCs(rtp.SSRCs(sim.City))
 		sctx, stop := context.WithCancel(ctx)
 		done := make(chan struct{})
 		go func() {

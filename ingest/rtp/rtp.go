@@ -59,6 +59,32 @@ type Registry struct {
 	Collisions int
 }
 
+// SSRCOf returns the SSRC camera d streams with: the one the city file
+// gives it, or SSRC of its id.
+func SSRCOf(d *city.Device) uint32 {
+	if d.SSRC != 0 {
+		return d.SSRC
+	}
+	return SSRC(d.ID)
+}
+
+// SSRCs returns the SSRC of each device id for senders: SSRCOf for the
+// cameras of c, SSRC of the id for any other id.
+func SSRCs(c *city.City) func(deviceID string) uint32 {
+	given := make(map[string]uint32)
+	for _, d := range c.DevicesOf(city.KindCamera) {
+		if d.SSRC != 0 {
+			given[d.ID] = d.SSRC
+		}
+	}
+	return func(id string) uint32 {
+		if s, ok := given[id]; ok {
+			return s
+		}
+		return SSRC(id)
+	}
+}
+
 // NewRegistry builds the SSRC registry from the cameras of c. Two cameras
 // whose ids share an SSRC are both left out (an ambiguous stream must not
 // be attributed to the wrong camera) and counted in Collisions.
@@ -66,10 +92,7 @@ func NewRegistry(c *city.City) *Registry {
 	r := &Registry{bySSRC: make(map[uint32]*Camera)}
 	ambiguous := map[uint32]bool{}
 	for _, d := range c.DevicesOf(city.KindCamera) {
-		s := d.SSRC
-		if s == 0 {
-			s = SSRC(d.ID)
-		}
+		s := SSRCOf(d)
 		if _, dup := r.bySSRC[s]; dup || ambiguous[s] {
 			if !ambiguous[s] {
 				r.Collisions++
