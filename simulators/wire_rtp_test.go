@@ -2,6 +2,7 @@ package simulators
 
 import (
 	"net"
+	"slices"
 	"testing"
 	"time"
 
@@ -58,16 +59,7 @@ func TestAppendMotorVehicle(t *testing.T) {
 }
 
 func TestRTPSenderReorders(t *testing.T) {
-	ln, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	s, err := NewRTPSender(ln.LocalAddr().String(), 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	ln, s := rtpPair(t)
 	s.Reorder = 1 // every other packet is held back and follows the next
 	tm := time.Date(2026, 11, 26, 8, 0, 0, 0, time.UTC)
 	for i := range 4 {
@@ -77,17 +69,7 @@ func TestRTPSenderReorders(t *testing.T) {
 		}
 	}
 	var seqs []uint16
-	buf := make([]byte, 2048)
-	for range s.Packets {
-		_ = ln.SetReadDeadline(time.Now().Add(5 * time.Second))
-		n, err := ln.Read(buf)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var p pionrtp.Packet
-		if err := p.Unmarshal(buf[:n]); err != nil {
-			t.Fatal(err)
-		}
+	for _, p := range readRTP(t, ln, s.Packets) {
 		seqs = append(seqs, p.SequenceNumber)
 	}
 	if s.Reordered == 0 || len(seqs) != 4 || seqs[1] != seqs[0]-1 || seqs[3] != seqs[2]-1 {
@@ -98,16 +80,7 @@ func TestRTPSenderReorders(t *testing.T) {
 // TestRTPSenderSSRC: a camera streams with the SSRC the city file gives
 // it (rtp.SSRCs), another with the hash of its id.
 func TestRTPSenderSSRC(t *testing.T) {
-	ln, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	s, err := NewRTPSender(ln.LocalAddr().String(), 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	ln, s := rtpPair(t)
 	s.SSRCOf = rtp.SSRCs(&city.City{Devices: []city.Device{{ID: "cam-1", Kind: city.KindCamera, SSRC: 1234567890}}})
 	tm := time.Date(2026, 11, 26, 8, 0, 0, 0, time.UTC)
 	want := map[uint32]bool{1234567890: true, rtp.SSRC("cam-2"): true}
@@ -117,17 +90,7 @@ func TestRTPSenderSSRC(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	buf := make([]byte, 2048)
-	for range s.Packets {
-		_ = ln.SetReadDeadline(time.Now().Add(5 * time.Second))
-		n, err := ln.Read(buf)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var p pionrtp.Packet
-		if err := p.Unmarshal(buf[:n]); err != nil {
-			t.Fatal(err)
-		}
+	for _, p := range readRTP(t, ln, s.Packets) {
 		if !want[p.SSRC] {
 			t.Errorf("SSRC %d, want one of %v", p.SSRC, want)
 		}
@@ -136,4 +99,39 @@ func TestRTPSenderSSRC(t *testing.T) {
 	if len(want) != 0 {
 		t.Errorf("SSRCs not seen: %v", want)
 	}
+}
+
+// rtpPair returns a loopback UDP socket and a sender to it, both closed
+// when the test ends.
+func rtpPair(t *testing.T) (*net.UDPConn, *RTPSender) {
+	t.Helper()
+	ln, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	s, err := NewRTPSender(ln.LocalAddr().String(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return ln, s
+}
+
+// readRTP reads n RTP packets from ln, in the order they arrive.
+func readRTP(t *testing.T, ln *net.UDPConn, n uint64) []pionrtp.Packet {
+	t.Helper()
+	out := make([]pionrtp.Packet, n)
+	buf := make([]byte, 2048)
+	for i := range out {
+		_ = ln.SetReadDeadline(time.Now().Add(5 * time.Second))
+		k, err := ln.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := out[i].Unmarshal(slices.Clone(buf[:k])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
 }

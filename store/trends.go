@@ -298,6 +298,15 @@ const (
 	fromHours                 // the hourly rollups
 )
 
+// rollupOf names the events and health rollups of src (fromMinutes or
+// fromHours) and their time column.
+func rollupOf(src source) (events, health, col string) {
+	if src == fromMinutes {
+		return tableEventsMinutely, tableHealthMinutely, "minute"
+	}
+	return tableEventsHourly, tableHealthHourly, "hour"
+}
+
 // span is a part of a trend's range and where it is read from.
 type span struct {
 	src source
@@ -439,15 +448,11 @@ func (db *DB) EventsTrend(ctx context.Context, q TrendQuery) ([]BucketCount, err
 				p.add("SELECT "+b.sql("time")+" AS b, "+t.typeSQL+" AS k, uniqCombinedState(15)(id) AS s FROM "+db.table(t.table)+
 					" WHERE time >= toDateTime(?) AND time < toDateTime(?) GROUP BY b, k", r.from, r.to)
 			}
-		case fromMinutes:
-			for _, t := range []string{tableEventsMinutely, tableHealthMinutely} {
-				p.add("SELECT "+b.sql("minute")+" AS b, type AS k, ids AS s FROM "+db.table(t)+
-					" WHERE minute >= toDateTime(?) AND minute < toDateTime(?)", r.from, r.to)
-			}
-		case fromHours:
-			for _, t := range []string{tableEventsHourly, tableHealthHourly} {
-				p.add("SELECT "+b.sql("hour")+" AS b, type AS k, ids AS s FROM "+db.table(t)+
-					" WHERE hour >= toDateTime(?) AND hour < toDateTime(?)", r.from, r.to)
+		default:
+			events, health, col := rollupOf(r.src)
+			for _, t := range []string{events, health} {
+				p.add("SELECT "+b.sql(col)+" AS b, type AS k, ids AS s FROM "+db.table(t)+
+					" WHERE "+col+" >= toDateTime(?) AND "+col+" < toDateTime(?)", r.from, r.to)
 			}
 		}
 	}
@@ -479,10 +484,7 @@ func (db *DB) HealthTrend(ctx context.Context, q TrendQuery) ([]BucketCount, err
 				" WHERE time >= toDateTime(?) AND time < toDateTime(?) GROUP BY b, k, t", r.from, r.to)
 			continue
 		}
-		table, col := tableHealthHourly, "hour"
-		if r.src == fromMinutes {
-			table, col = tableHealthMinutely, "minute"
-		}
+		_, table, col := rollupOf(r.src)
 		for _, part := range []struct{ state, cond string }{{"devices", "="}, {"ids", "!="}} {
 			p.add("SELECT "+b.sql(col)+" AS b, "+key+", "+part.state+" AS s FROM "+db.table(table)+
 				" WHERE "+col+" >= toDateTime(?) AND "+col+" < toDateTime(?) AND type "+part.cond+" 'device.heartbeat'", r.from, r.to)

@@ -370,16 +370,7 @@ func TestKafkaUnavailable(t *testing.T) {
 	cl := httpClient(t)
 	kk := testCity(t).DevicesOf(city.KindCheckpoint)[0]
 	push := func(n, from int) *http.Response {
-		var b strings.Builder
-		b.WriteString(`{"MotorVehicleListObject":{"MotorVehicleObject":[`)
-		for i := range n {
-			if i > 0 {
-				b.WriteByte(',')
-			}
-			fmt.Fprintf(&b, `{"MotorVehicleID":"mv-%d","TollgateID":"%s","PlateNo":"鄂F12345","PlateColor":"5","PassTime":"20261126081530","LaneNo":"1"}`, from+i, kk.ID)
-		}
-		b.WriteString(`]}}`)
-		resp, err := cl.Post(base+"/VIID/MotorVehicles", "application/json", strings.NewReader(b.String()))
+		resp, err := cl.Post(base+"/VIID/MotorVehicles", "application/json", strings.NewReader(motorVehicles(kk.ID, n, from)))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -13,9 +13,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
-	"citywatch/event"
 	"citywatch/internal/city"
-	"citywatch/internal/kafkaio"
 	"citywatch/internal/kafkaio/kafkatest"
 )
 
@@ -54,16 +52,7 @@ func TestKafkaRecovery(t *testing.T) {
 	// push sends records from..from+n-1 and returns the HTTP status and
 	// the ids acknowledged (StatusCode 0).
 	push := func(n, from int) (int, []string) {
-		var b strings.Builder
-		b.WriteString(`{"MotorVehicleListObject":{"MotorVehicleObject":[`)
-		for i := range n {
-			if i > 0 {
-				b.WriteByte(',')
-			}
-			fmt.Fprintf(&b, `{"MotorVehicleID":"mv-%d","TollgateID":"%s","PlateNo":"鄂F12345","PlateColor":"5","PassTime":"20261126081530","LaneNo":"1"}`, from+i, kk.ID)
-		}
-		b.WriteString(`]}}`)
-		resp, err := cl.Post(base+"/VIID/MotorVehicles", "application/json", strings.NewReader(b.String()))
+		resp, err := cl.Post(base+"/VIID/MotorVehicles", "application/json", strings.NewReader(motorVehicles(kk.ID, n, from)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -136,15 +125,7 @@ func TestKafkaRecovery(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	onTopic := map[string]bool{}
-	for _, m := range readTopic(t.Context(), t, kc, kc.Topic(kafkaio.TopicCheckpoint)) {
-		var e event.Event
-		var d event.Decoder
-		if err := d.Decode(m.Value, &e); err != nil {
-			t.Fatalf("%s: %v", m.Value, err)
-		}
-		onTopic[strings.TrimPrefix(e.ID, "viid-mv-")] = true
-	}
+	onTopic := recordsOnTopic(t.Context(), t, kc)
 	for id := range acked {
 		if !onTopic[id] {
 			t.Errorf("acknowledged record %s is not on the topic", id)

@@ -3,14 +3,12 @@ package gateway
 import (
 	"context"
 	"fmt"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"citywatch/event"
 	"citywatch/internal/city"
-	"citywatch/internal/kafkaio"
 	"citywatch/internal/kafkaio/kafkatest"
 	"citywatch/simulators"
 )
@@ -82,15 +80,7 @@ func TestRestartLosesNothingAcknowledged(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	onTopic := map[string]bool{}
-	for _, m := range readTopic(t.Context(), t, kc, kc.Topic(kafkaio.TopicCheckpoint)) {
-		var e event.Event
-		var d event.Decoder
-		if err := d.Decode(m.Value, &e); err != nil {
-			t.Fatalf("%s: %v", m.Value, err)
-		}
-		onTopic[strings.TrimPrefix(e.ID, "viid-mv-")] = true
-	}
+	onTopic := recordsOnTopic(t.Context(), t, kc)
 	mu.Lock()
 	defer mu.Unlock()
 	missing := 0

@@ -228,11 +228,7 @@ func (st *stream) push(w *worker, p *packet, window time.Duration) {
 // skipTo gives up every gap up to p, for reason, and hands p on; held
 // packets after p wait on.
 func (st *stream) skipTo(w *worker, p *packet, reason dropReason) {
-	for st.heldMask != 0 {
-		first := st.next + uint16(bits.TrailingZeros64(bits.RotateLeft64(st.heldMask, -int(st.next%reorderSlots))))
-		if int16(first-p.seq) > 0 {
-			break
-		}
+	for st.heldMask != 0 && int16(st.firstHeld()-p.seq) <= 0 {
 		st.giveUp(w, reason)
 	}
 	if d := p.seq - st.next; d >= 1<<15 {
@@ -355,10 +351,15 @@ func (st *stream) giveUp(w *worker, reason dropReason) {
 	if st.heldMask == 0 {
 		return
 	}
-	k := bits.TrailingZeros64(bits.RotateLeft64(st.heldMask, -int(st.next%reorderSlots)))
-	st.next += uint16(k)
+	st.next = st.firstHeld()
 	st.gap = reason
 	st.drain(w)
+}
+
+// firstHeld returns the sequence number of the first held packet; the
+// buffer must hold one.
+func (st *stream) firstHeld() uint16 {
+	return st.next + uint16(bits.TrailingZeros64(bits.RotateLeft64(st.heldMask, -int(st.next%reorderSlots))))
 }
 
 // flushHeld hands on every held packet, the missing ones taken as lost.

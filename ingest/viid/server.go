@@ -137,7 +137,7 @@ func (s *Server) admit(path string, h http.HandlerFunc) http.HandlerFunc {
 		if reason := s.limit.acquire(size); reason != "" {
 			s.met.dropped.WithLabelValues(path, reason).Inc()
 			const why = "too many requests in flight, retry later"
-			if path == PathMotorVehicles || path == PathFaces || path == PathPersons {
+			if listPath(path) {
 				s.answerOne(w, path, outcomeBusy, codeDeviceBusy, why, "")
 			} else {
 				s.answerSystem(w, path, outcomeBusy, codeDeviceBusy, why, "")
@@ -194,9 +194,15 @@ func (s *Server) localTime() string {
 // MaxBodyBytes of the in-flight budget per request by sending slowly.
 const maxSystemBody = 64 << 10
 
+// listPath reports whether path is an endpoint of record lists, as
+// opposed to registration and keepalive.
+func listPath(path string) bool {
+	return path == PathMotorVehicles || path == PathFaces || path == PathPersons
+}
+
 // bodyLimit is the largest body the endpoint at path reads.
 func (s *Server) bodyLimit(path string) int64 {
-	if path == PathMotorVehicles || path == PathFaces || path == PathPersons {
+	if listPath(path) {
 		return s.cfg.MaxBodyBytes
 	}
 	return min(maxSystemBody, s.cfg.MaxBodyBytes)
