@@ -127,8 +127,10 @@ type crashProc struct {
 // crashRole is one role run as its own process, started, killed and
 // restarted by the crash loop. Each start appends to the role's log file.
 type crashRole struct {
-	name    string
-	bin     string
+	name string
+	bin  string
+	// args are the command's arguments; nil means run --roles name.
+	args    []string
 	env     []string
 	logPath string
 
@@ -149,7 +151,11 @@ func (r *crashRole) start() error {
 	defer f.Close() // the child has its own descriptor
 	r.starts++
 	fmt.Fprintf(f, "=== crash loop: start %d of %s at %s\n", r.starts, r.name, time.Now().Format(time.RFC3339Nano))
-	cmd := exec.Command(r.bin, "run", "--roles", r.name)
+	args := r.args
+	if args == nil {
+		args = []string{"run", "--roles", r.name}
+	}
+	cmd := exec.Command(r.bin, args...)
 	cmd.Env = r.env
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {

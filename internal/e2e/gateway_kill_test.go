@@ -6,7 +6,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -74,7 +73,7 @@ func TestGatewayKillLosesNothingAcknowledged(t *testing.T) {
 	if err := os.WriteFile(cfgPath, fmt.Appendf(nil, gatewayKillConfig, addr), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	gw := &crashRole{name: "gateway", bin: bin, logPath: filepath.Join(dir, "gateway.log"), env: crashEnv(map[string]string{
+	gw := &crashRole{name: "gateway", bin: bin, args: []string{"gateway"}, logPath: filepath.Join(dir, "gateway.log"), env: crashEnv(map[string]string{
 		"CITYWATCH_KAFKA_BROKERS":   strings.Join(kc.Brokers, ","),
 		"CITYWATCH_CONFIG":          cfgPath,
 		"CITYWATCH_ALLOW_PLAINTEXT": "true",
@@ -235,25 +234,9 @@ func gatewayKillPush(ctx context.Context, cl *simulators.VIIDClient, w int, kks 
 // /healthz answers.
 func gatewayKillStart(t *testing.T, gw *crashRole, probe *http.Client, addr string) {
 	t.Helper()
-	f, err := os.OpenFile(gw.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		t.Fatalf("cannot open the gateway log: %v", err)
+	if err := gw.start(); err != nil {
+		t.Fatal(err)
 	}
-	defer f.Close() // the child has its own descriptor
-	gw.starts++
-	fmt.Fprintf(f, "=== gateway kill: start %d at %s\n", gw.starts, time.Now().Format(time.RFC3339Nano))
-	cmd := exec.Command(gw.bin, "gateway")
-	cmd.Env = gw.env
-	cmd.Stdout, cmd.Stderr = f, f
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("cannot start the gateway: %v", err)
-	}
-	p := &crashProc{cmd: cmd, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	gw.proc = p
 
 	healthy := func() bool {
 		resp, err := probe.Get("http://" + addr + "/healthz")
