@@ -2,6 +2,7 @@ package city
 
 import (
 	"bytes"
+	"math"
 	"math/rand/v2"
 	"path/filepath"
 	"sync"
@@ -355,5 +356,73 @@ func BenchmarkDistrictOf(b *testing.B) {
 	for i := 0; b.Loop(); i++ {
 		p := pts[i%len(pts)]
 		c.DistrictOf(p[0], p[1])
+	}
+}
+
+// TestCircleForMatchesDistances checks the circles' boxes against the
+// plain rule (inside by great-circle distance; the lowest tier, then the
+// nearest centre, wins) at points scattered over the city and on the rims.
+func TestCircleForMatchesDistances(t *testing.T) {
+	c := mustDefault(t)
+	rng := rand.New(rand.NewPCG(5, 6))
+	want := func(lat, lon float64) (*Circle, int) {
+		var best *Circle
+		bestD := 0.0
+		for i := range c.Circles {
+			ci := &c.Circles[i]
+			d := DistanceM(lat, lon, ci.Lat, ci.Lon)
+			if d <= ci.RadiusM && (best == nil || ci.TierMinutes < best.TierMinutes || ci.TierMinutes == best.TierMinutes && d < bestD) {
+				best, bestD = ci, d
+			}
+		}
+		if best == nil {
+			return nil, 5
+		}
+		return best, best.TierMinutes
+	}
+	b := c.idx.box
+	var pts [][2]float64
+	for range 20000 {
+		pts = append(pts, [2]float64{b.minLat + rng.Float64()*(b.maxLat-b.minLat), b.minLon + rng.Float64()*(b.maxLon-b.minLon)})
+	}
+	for _, ci := range c.Circles {
+		// Just inside and just outside the rim, all round.
+		for k := range 64 {
+			a := 2 * math.Pi * float64(k) / 64
+			for _, f := range []float64{0.999, 1.001} {
+				r := ci.RadiusM * f
+				lat, lon := Offset(ci.Lat, ci.Lon, r*math.Sin(a), r*math.Cos(a))
+				pts = append(pts, [2]float64{lat, lon})
+			}
+		}
+	}
+	inside := 0
+	for _, p := range pts {
+		got, tier := c.CircleFor(p[0], p[1])
+		w, wtier := want(p[0], p[1])
+		if got != w || tier != wtier {
+			t.Fatalf("CircleFor(%v, %v) = %v, %d; want %v, %d", p[0], p[1], got, tier, w, wtier)
+		}
+		if got != nil {
+			inside++
+		}
+	}
+	if inside < 1000 {
+		t.Errorf("only %d of %d points inside a circle", inside, len(pts))
+	}
+}
+
+func BenchmarkCircleFor(b *testing.B) {
+	c := mustDefault(b)
+	rng := rand.New(rand.NewPCG(3, 4))
+	pts := make([][2]float64, 4096)
+	for i := range pts {
+		d := &c.Devices[rng.IntN(len(c.Devices))]
+		pts[i] = [2]float64{d.Lat + rng.NormFloat64()*0.01, d.Lon + rng.NormFloat64()*0.01}
+	}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		p := pts[i%len(pts)]
+		c.CircleFor(p[0], p[1])
 	}
 }

@@ -90,6 +90,7 @@ type index struct {
 	distBox      []bbox
 
 	zoneBox   []bbox
+	circleBox []bbox         // holds each circle, with a margin
 	byID      map[string]int // device index
 	circles   map[string]int
 	zones     map[string]int
@@ -132,11 +133,24 @@ func (c *City) Index() {
 	}
 	for i := range c.Circles {
 		x.circles[c.Circles[i].ID] = i
+		x.circleBox = append(x.circleBox, circleBox(&c.Circles[i]))
 	}
 	for i := range c.Stations {
 		x.stations[c.Stations[i].ID] = i
 	}
 	c.idx = x
+}
+
+// circleBox returns a box around ci, 1 % and a metre wider than its
+// radius each way, so that a point outside it is outside the circle
+// without a great-circle distance.
+func circleBox(ci *Circle) bbox {
+	const rad = math.Pi / 180
+	r := ci.RadiusM*1.01 + 1
+	dLat := r / (EarthRadiusM * rad)
+	cos := math.Cos(min(math.Abs(ci.Lat)+dLat, 89.9) * rad)
+	dLon := min(r/(EarthRadiusM*rad*cos), 180)
+	return bbox{minLon: ci.Lon - dLon, minLat: ci.Lat - dLat, maxLon: ci.Lon + dLon, maxLat: ci.Lat + dLat}
 }
 
 func (x *index) buildGrid(ds []District) {
@@ -282,8 +296,15 @@ func (c *City) CirclesAt(lat, lon float64) []*Circle {
 func (c *City) CircleFor(lat, lon float64) (*Circle, int) {
 	var best *Circle
 	bestD := 0.0
+	var boxes []bbox
+	if c.idx != nil {
+		boxes = c.idx.circleBox
+	}
 	for i := range c.Circles {
 		ci := &c.Circles[i]
+		if i < len(boxes) && !boxes[i].contains(lat, lon) {
+			continue
+		}
 		d := DistanceM(lat, lon, ci.Lat, ci.Lon)
 		if d > ci.RadiusM {
 			continue
