@@ -223,11 +223,15 @@ func (r *Role) replay(ctx context.Context, start, since time.Time) (int, error) 
 		cancel()
 		readers.Wait()
 	}()
-	for _, p := range parts {
-		pr, err := kafkaio.OpenPartition(ctx, r.kc, r.eventsTopic, p)
-		if err != nil {
-			return 0, err
-		}
+	// Every partition is opened before any is read: a reader's first
+	// fetches, started early, held up the broker's answers to the opens
+	// still to come by several milliseconds each.
+	prs, err := openPartitions(ctx, r.kc, r.eventsTopic, parts)
+	if err != nil {
+		return 0, err
+	}
+	for i, p := range parts {
+		pr := prs[i]
 		r.skipBelow[p] = pr.End
 		c := &replayCursor{partition: p, chunks: make(chan *replayChunk, replayAhead), free: make(chan *replayChunk, replayAhead+2)}
 		cursors = append(cursors, c)
@@ -249,11 +253,19 @@ func (r *Role) replay(ctx context.Context, start, since time.Time) (int, error) 
 	}
 	n := 0
 	late := r.eng.cfg.Lateness.Milliseconds()
+	last := -1 // index in cursors of the cursor taken last
 	for {
+		// The earliest head; among equal times, the first after the
+		// cursor taken last. Times of whole seconds (GA/T 1400) or a
+		// device's burst share a time across partitions, and always
+		// taking the lowest partition drained them one after the other,
+		// with one reader decoding while the others waited full.
 		var next *replayCursor
-		for _, c := range cursors {
-			if c.ok && (next == nil || c.head.ev.Time.Before(next.head.ev.Time)) {
-				next = c
+		from := last + 1
+		for k := range cursors {
+			i := (from + k) % len(cursors)
+			if c := cursors[i]; c.ok && (next == nil || c.head.ev.Time.Before(next.head.ev.Time)) {
+				next, last = c, i
 			}
 		}
 		if next == nil {
@@ -318,6 +330,31 @@ func (r *Role) replay(ctx context.Context, start, since time.Time) (int, error) 
 			return n, ctx.Err()
 		}
 	}
+}
+
+// openPartitions opens the partitions of topic at once, each over its
+// own connection; on an error it closes those it opened.
+func openPartitions(ctx context.Context, kc kafkaio.Config, topic string, parts []int) ([]*kafkaio.PartitionReader, error) {
+	prs := make([]*kafkaio.PartitionReader, len(parts))
+	errs := make([]error, len(parts))
+	var wg sync.WaitGroup
+	for i, p := range parts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			prs[i], errs[i] = kafkaio.OpenPartition(ctx, kc, topic, p)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		for _, pr := range prs {
+			if pr != nil {
+				pr.Close()
+			}
+		}
+		return nil, err
+	}
+	return prs, nil
 }
 
 // replayAhead is how many chunks of replayChunk events a partition's
