@@ -113,7 +113,7 @@ func (r *Role) Snapshot() Snapshot {
 // (if the role's own) is closed.
 func (r *Role) Run(ctx context.Context) error {
 	if r.writer == nil {
-		w := r.kmet.WatchWriter(r.kc.NewWriter(), r.log)
+		w := r.kc.NewPromptWriter(r.kmet, r.log)
 		r.writer = w
 		defer func() {
 			if err := w.Close(); err != nil {

@@ -375,7 +375,7 @@ func (r *Role) Run(ctx context.Context) error {
 	}()
 
 	if r.writer == nil {
-		w := r.kmet.WatchWriter(r.kc.NewWriter(), r.log)
+		w := r.kc.NewPromptWriter(r.kmet, r.log)
 		r.writer = w
 		defer func() {
 			if err := w.Close(); err != nil {
