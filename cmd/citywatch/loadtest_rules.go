@@ -153,9 +153,13 @@ func rulesLatency(ctx context.Context, cfg Config, c *city.City, p *event.Pseudo
 	lctx, stopLoad := context.WithTimeout(rctx, duration)
 	defer stopLoad()
 	var produced atomic.Int64
-	wg.Add(1)
+	// The producer has a wait of its own: its last write may still be in
+	// flight when the probes end, and stopping the roles then cancelled
+	// it ("cannot produce: context canceled").
+	var producing sync.WaitGroup
+	producing.Add(1)
 	go func() {
-		defer wg.Done()
+		defer producing.Done()
 		load := simulators.NewLoad(7, kc.TopicPrefix, "rl")
 		var msgs []kafka.Message
 		var arena []byte
@@ -191,11 +195,14 @@ func rulesLatency(ctx context.Context, cfg Config, c *city.City, p *event.Pseudo
 		mu.Unlock()
 		waiting.Add(1)
 		if err := probeW.WriteMessages(rctx, kafka.Message{Topic: kc.Topic(kafkaio.TopicCamera), Key: []byte(dev), Value: v}); err != nil {
+			stopLoad()
+			producing.Wait()
 			return fmt.Errorf("cannot produce a probe: %w", err)
 		}
 	}
 	tick.Stop()
 	elapsed := time.Since(start)
+	producing.Wait()
 	done := make(chan struct{})
 	go func() { waiting.Wait(); close(done) }()
 	select {
@@ -256,6 +263,11 @@ func rulesLatency(ctx context.Context, cfg Config, c *city.City, p *event.Pseudo
 	return nil
 }
 
+// backlogRate is the event-time density of the throughput part's backlog,
+// in events per second: the rate the latency part offers, about three
+// times the city's peak.
+const backlogRate = 10_000
+
 func rulesThroughput(ctx context.Context, cfg Config, c *city.City, p *event.Pseudonymizer, n int, stdout io.Writer, log *slog.Logger) error {
 	kc := cfg.Kafka
 	kc.TopicPrefix = "tp."
@@ -271,11 +283,19 @@ func rulesThroughput(ctx context.Context, cfg Config, c *city.City, p *event.Pse
 	var raw []kafka.Message
 	var arena []byte
 	batch := make([]kafka.Message, 0, 5000)
-	now := time.Now()
+	// The events span the backlog's time at backlogRate, up to now, a
+	// millisecond's worth per Append: a backlog whose events all had one
+	// time made the replay's merge drain the partitions one after the
+	// other, one reader at a time.
+	first := time.Now().Add(-time.Duration(n) * time.Second / backlogRate)
+	const perMs = backlogRate / 1000
 	for written := 0; written < n; {
 		k := min(5000, n-written)
-		raw, arena = load.Append(raw[:0], arena[:0], now, k)
 		batch = batch[:0]
+		for j := 0; j < k; j += perMs {
+			at := first.Add(time.Duration(written+j) * time.Second / backlogRate)
+			raw, arena = load.Append(raw, arena, at, min(perMs, k-j))
+		}
 		for i := range raw {
 			if err := dec.Decode(raw[i].Value, &e); err != nil {
 				return fmt.Errorf("cannot decode the load's own event: %w", err)
@@ -287,6 +307,7 @@ func rulesThroughput(ctx context.Context, cfg Config, c *city.City, p *event.Pse
 			w.Close()
 			return fmt.Errorf("cannot produce: %w", err)
 		}
+		raw, arena = raw[:0], arena[:0]
 		written += k
 	}
 	w.Close()
