@@ -108,7 +108,7 @@ func (in *Ingest) SetCrashHook(f func() error) { in.crashHook = f }
 // closed; a writer given to New is the caller's to close afterwards.
 func (in *Ingest) Run(ctx context.Context) error {
 	var members []*kafkaio.Consumer
-	var own []*kafka.Writer
+	var own []*kafkaio.PromptWriter
 	defer func() {
 		for _, w := range own {
 			if err := w.Close(); err != nil {
@@ -127,7 +127,10 @@ func (in *Ingest) Run(ctx context.Context) error {
 			hs[j] = w
 		}
 		if in.writer == nil {
-			w := in.kmet.WatchWriter(in.kc.NewWriter(), in.log)
+			// A flush is often of a few events (natural batching at a
+			// quiet moment), and the member's flushes are one at a
+			// time, as a PromptWriter needs.
+			w := in.kc.NewPromptWriter(in.kmet, in.log)
 			own = append(own, w)
 			hs[0].writer, hs[1].writer = w, w
 		}
