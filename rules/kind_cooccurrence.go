@@ -128,11 +128,11 @@ type place struct {
 type coState struct {
 	r      *coRule
 	plates *table[history]
-	// sums mirrors each plates entry's gen and place mask, by entry
-	// index: 24 bytes where the entry takes about 120, so that the scan
-	// of a busy place's passes, which reads one entry for each, stays in
-	// the cache. A mask may hold bits its entry has since dropped (an
-	// expired pass, a deleted entry): it only ever rules candidates out
+	// sums mirrors each plates entry's place mask, by entry index: 16
+	// bytes where the entry takes about 120, so that the scan of a busy
+	// place's passes, which reads one entry for each, stays in the
+	// cache. A mask may hold bits its entry has since dropped (an expired
+	// pass, a deleted or reused entry): it only ever rules candidates out
 	// when the entry's own mask would too.
 	sums       []coSum
 	places     []place
@@ -153,15 +153,13 @@ func (s *coState) tick(x *evalCtx) {
 
 func (h *history) setBit(p int32) { h.mask[(p>>6)&1] |= 1 << (p & 63) }
 
-// coSum is what the scan of a place's passes reads of a plate first.
-type coSum struct {
-	gen  uint32
-	mask [2]uint64
-}
+// coSum is what the scan of a place's passes reads of a plate first: its
+// place mask.
+type coSum [2]uint64
 
 // common returns the place bits h and the summed entry share.
 func (c *coSum) common(h *history) int {
-	return bits.OnesCount64(c.mask[0]&h.mask[0]) + bits.OnesCount64(c.mask[1]&h.mask[1])
+	return bits.OnesCount64(c[0]&h.mask[0]) + bits.OnesCount64(c[1]&h.mask[1])
 }
 
 func commonBits(a, b *history) int {
@@ -200,11 +198,12 @@ func (s *coState) process(x *evalCtx, e *event.Event) {
 	}
 	self := s.plates.index[key]
 	h.add(t, pi, t-r.within)
-	for int(self) >= len(s.sums) {
-		s.sums = append(s.sums, coSum{})
-		s.heap += int(unsafe.Sizeof(coSum{}))
+	if int(self) >= len(s.sums) {
+		c := cap(s.sums)
+		s.sums = append(s.sums, make([]coSum, int(self)+1-len(s.sums))...)
+		s.heap += (cap(s.sums) - c) * int(unsafe.Sizeof(coSum{}))
 	}
-	s.sums[self] = coSum{gen: h.gen, mask: h.mask}
+	s.sums[self] = h.mask
 
 	pl := &s.places[pi]
 	// Places sharing a bit: k common places set at least need common bits.
@@ -221,7 +220,7 @@ func (s *coState) process(x *evalCtx, e *event.Event) {
 			if p.plate == self || p.t > t+r.gap || p.t < t-r.gap {
 				continue
 			}
-			if sum := &s.sums[p.plate]; sum.gen != p.gen || sum.common(h) < need {
+			if s.sums[p.plate].common(h) < need {
 				continue
 			}
 			other := &s.plates.nodes[p.plate]
