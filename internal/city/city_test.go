@@ -344,14 +344,21 @@ func quoteJSON(s string) string {
 	return b.String()
 }
 
-func BenchmarkDistrictOf(b *testing.B) {
-	c := mustDefault(b)
+// devicePoints returns 4,096 points scattered about a kilometre around
+// devices of c, where lookups happen.
+func devicePoints(c *City) [][2]float64 {
 	rng := rand.New(rand.NewPCG(3, 4))
 	pts := make([][2]float64, 4096)
 	for i := range pts {
 		d := &c.Devices[rng.IntN(len(c.Devices))]
 		pts[i] = [2]float64{d.Lat + rng.NormFloat64()*0.01, d.Lon + rng.NormFloat64()*0.01}
 	}
+	return pts
+}
+
+func BenchmarkDistrictOf(b *testing.B) {
+	c := mustDefault(b)
+	pts := devicePoints(c)
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		p := pts[i%len(pts)]
@@ -414,12 +421,7 @@ func TestCircleForMatchesDistances(t *testing.T) {
 
 func BenchmarkCircleFor(b *testing.B) {
 	c := mustDefault(b)
-	rng := rand.New(rand.NewPCG(3, 4))
-	pts := make([][2]float64, 4096)
-	for i := range pts {
-		d := &c.Devices[rng.IntN(len(c.Devices))]
-		pts[i] = [2]float64{d.Lat + rng.NormFloat64()*0.01, d.Lon + rng.NormFloat64()*0.01}
-	}
+	pts := devicePoints(c)
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		p := pts[i%len(pts)]
