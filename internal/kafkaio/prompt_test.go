@@ -20,7 +20,7 @@ func TestPromptWriterKeepsOrder(t *testing.T) {
 	w := c.NewPromptWriter(nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	want := map[string][]string{} // key → values, in order
 	n := 0
-	for _, size := range []int{1, 3, promptMax, promptMax + 1, 40, 1, 2, 200, 1} {
+	for _, size := range []int{1, 3, 4, 5, 40, 64, 65, 1, 2, 200, 16, 1} {
 		msgs := make([]kafka.Message, size)
 		for i := range msgs {
 			key := fmt.Sprintf("k%d", n%5)
