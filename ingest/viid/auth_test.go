@@ -293,6 +293,8 @@ func TestConfigValidate(t *testing.T) {
 		{"defaults", Config{}, ""},
 		{"max_in_flight", Config{MaxInFlight: -1}, "gateway.viid.max_in_flight:"},
 		{"max_in_flight_bytes below a body", Config{MaxBodyBytes: 1 << 20, MaxInFlightBytes: 1 << 19}, "gateway.viid.max_in_flight_bytes:"},
+		{"per address above the total", Config{MaxInFlight: 4, MaxInFlightPerAddress: 5}, "gateway.viid.max_in_flight_per_address:"},
+		{"per address bytes below a body", Config{MaxBodyBytes: 1 << 20, MaxInFlightBytesPerAddress: 1 << 19}, "gateway.viid.max_in_flight_bytes_per_address:"},
 		{"password", Config{Username: "u"}, "gateway.viid.password:"},
 	}
 	for _, tt := range tests {
@@ -344,8 +346,12 @@ func TestInFlightLimit(t *testing.T) {
 		extra   []byte
 		reason  string
 	}{
-		{"requests", Config{MaxInFlight: 2}, [][]byte{face("a"), face("b")}, face("c"), "in_flight_requests"},
+		{"requests", Config{MaxInFlight: 2, MaxInFlightPerAddress: 2}, [][]byte{face("a"), face("b")}, face("c"), "in_flight_requests"},
 		{"bytes", Config{MaxBodyBytes: 4096, MaxInFlightBytes: 4096}, [][]byte{append(face("a"), big...)}, append(face("c"), big[:1500]...), "in_flight_bytes"},
+		// The test's requests all come from one address.
+		{"address requests", Config{MaxInFlight: 8, MaxInFlightPerAddress: 2}, [][]byte{face("a"), face("b")}, face("c"), "address_requests"},
+		{"address bytes", Config{MaxBodyBytes: 4096, MaxInFlightBytes: 16384, MaxInFlightBytesPerAddress: 4096},
+			[][]byte{append(face("a"), big...)}, append(face("c"), big[:1500]...), "address_bytes"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -387,6 +393,39 @@ func TestInFlightLimit(t *testing.T) {
 				t.Errorf("in flight after all answered: %d requests, %d bytes", n, b)
 			}
 		})
+	}
+}
+
+// TestLimiterShares: an address at its share is refused while another is
+// admitted, and an address leaves the table with its last request.
+func TestLimiterShares(t *testing.T) {
+	l := limiter{maxN: 4, maxBytes: 1000, addrN: 2, addrBytes: 600, byAddr: map[string]*held{}}
+	steps := []struct {
+		addr string
+		size int64
+		want string
+	}{
+		{"a", 100, ""},
+		{"a", 100, ""},
+		{"a", 100, "address_requests"},
+		{"b", 500, ""},
+		{"b", 200, "address_bytes"},
+		{"c", 100, ""},
+		{"d", 100, "in_flight_requests"},
+	}
+	for i, st := range steps {
+		if got := l.acquire(st.addr, st.size); got != st.want {
+			t.Fatalf("step %d: acquire(%s, %d) = %q, want %q", i, st.addr, st.size, got, st.want)
+		}
+	}
+	for _, r := range []struct {
+		addr string
+		size int64
+	}{{"a", 100}, {"a", 100}, {"b", 500}, {"c", 100}} {
+		l.release(r.addr, r.size)
+	}
+	if n, b := l.inFlight(); n != 0 || b != 0 || len(l.byAddr) != 0 {
+		t.Errorf("after every release: %d requests, %d bytes, %d addresses", n, b, len(l.byAddr))
 	}
 }
 

@@ -50,7 +50,8 @@ func New(cfg Config, devices Devices, loc *time.Location, pub Publisher, prom pr
 		return nil, err
 	}
 	s := &Server{cfg: cfg, pub: pub, m: mapper{devices: devices, loc: loc}, log: log.With("component", "viid"), now: time.Now,
-		limit: limiter{maxN: cfg.MaxInFlight, maxBytes: cfg.MaxInFlightBytes}}
+		limit: limiter{maxN: cfg.MaxInFlight, maxBytes: cfg.MaxInFlightBytes,
+			addrN: cfg.MaxInFlightPerAddress, addrBytes: cfg.MaxInFlightBytesPerAddress, byAddr: map[string]*held{}}}
 	met, err := newMetrics(prom, &s.limit)
 	if err != nil {
 		return nil, err
@@ -85,37 +86,66 @@ func (s *Server) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST "+PathKeepalive, s.admit(PathKeepalive, s.keepalive))
 }
 
-// limiter bounds the requests in flight and the body bytes they reserve.
+// limiter bounds the requests in flight and the body bytes they reserve,
+// in all and per client address.
 type limiter struct {
-	maxN     int
-	maxBytes int64
+	maxN      int
+	maxBytes  int64
+	addrN     int
+	addrBytes int64
 
 	mu    sync.Mutex
 	n     int
 	bytes int64
+	// byAddr holds what each address has in flight; an address leaves it
+	// with its last request, so it holds at most maxN entries.
+	byAddr map[string]*held
 }
 
-// acquire reserves room for a request of size body bytes, or returns why
-// there is none: the reason label of the dropped counter.
-func (l *limiter) acquire(size int64) string {
+type held struct {
+	n     int
+	bytes int64
+}
+
+// acquire reserves room for a request of size body bytes from addr, or
+// returns why there is none: the reason label of the dropped counter.
+func (l *limiter) acquire(addr string, size int64) string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	a := l.byAddr[addr]
+	if a == nil {
+		a = &held{}
+	}
 	switch {
 	case l.n >= l.maxN:
 		return "in_flight_requests"
 	case l.bytes+size > l.maxBytes:
 		return "in_flight_bytes"
+	case a.n >= l.addrN:
+		return "address_requests"
+	case a.bytes+size > l.addrBytes:
+		return "address_bytes"
 	}
 	l.n++
 	l.bytes += size
+	a.n++
+	a.bytes += size
+	l.byAddr[addr] = a
 	return ""
 }
 
-func (l *limiter) release(size int64) {
+func (l *limiter) release(addr string, size int64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.n--
 	l.bytes -= size
+	if a := l.byAddr[addr]; a != nil {
+		if a.n--; a.n == 0 {
+			delete(l.byAddr, addr)
+		} else {
+			a.bytes -= size
+		}
+	}
 }
 
 func (l *limiter) inFlight() (int, int64) {
@@ -125,16 +155,19 @@ func (l *limiter) inFlight() (int, int64) {
 }
 
 // admit runs h only when the request fits within MaxInFlight and
-// MaxInFlightBytes; otherwise it answers 503 with Retry-After at once,
-// before reading the body, as when Kafka cannot keep up: a device resends
-// either way, and a flood of requests cannot hold more than the bound.
+// MaxInFlightBytes, and within its address's share of them; otherwise it
+// answers 503 with Retry-After at once, before reading the body, as when
+// Kafka cannot keep up: a device resends either way, and a flood of
+// requests cannot hold more than the bound, nor one address more than
+// its share.
 func (s *Server) admit(path string, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		size := s.bodyLimit(path)
 		if r.ContentLength >= 0 && r.ContentLength < size {
 			size = r.ContentLength
 		}
-		if reason := s.limit.acquire(size); reason != "" {
+		addr := remoteIP(r)
+		if reason := s.limit.acquire(addr, size); reason != "" {
 			s.met.dropped.WithLabelValues(path, reason).Inc()
 			const why = "too many requests in flight, retry later"
 			if listPath(path) {
@@ -144,7 +177,7 @@ func (s *Server) admit(path string, h http.HandlerFunc) http.HandlerFunc {
 			}
 			return
 		}
-		defer s.limit.release(size)
+		defer s.limit.release(addr, size)
 		h(w, r)
 	}
 }
@@ -564,7 +597,7 @@ func newMetrics(reg prometheus.Registerer, l *limiter) (*metrics, error) {
 		}, []string{"path", "code"}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "citywatch_viid_requests_dropped_total",
-			Help: "GA/T 1400 requests answered 503 before their body was read, by endpoint and reason (in_flight_requests, in_flight_bytes).",
+			Help: "GA/T 1400 requests answered 503 before their body was read, by endpoint and reason (in_flight_requests, in_flight_bytes, and address_requests, address_bytes: one client address at its share).",
 		}, []string{"path", "reason"}),
 		misspelt: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "citywatch_viid_misspelt_fields_total",

@@ -42,6 +42,14 @@ type Config struct {
 	// it does not declare one. Memory used is a small multiple of it
 	// (the body, its records, their events).
 	MaxInFlightBytes int64 `yaml:"max_in_flight_bytes"`
+	// MaxInFlightPerAddress and MaxInFlightBytesPerAddress bound what one
+	// client address may hold of those, so that one client sending slowly
+	// (or a flood from one address) cannot take the whole budget from the
+	// others. Defaults: a quarter of each total, and at least one request
+	// of MaxBodyBytes. Set them to the totals to turn the bound off, as
+	// behind a proxy through which every client comes from one address.
+	MaxInFlightPerAddress      int   `yaml:"max_in_flight_per_address"`
+	MaxInFlightBytesPerAddress int64 `yaml:"max_in_flight_bytes_per_address"`
 	// Username and Password, when Username is set, make devices register
 	// with HTTP Digest authentication before they push; empty: no
 	// authentication, which New logs as a warning.
@@ -92,6 +100,12 @@ func (c *Config) SetDefaults() {
 	if c.MaxInFlightBytes == 0 {
 		c.MaxInFlightBytes = 8 * c.MaxBodyBytes
 	}
+	if c.MaxInFlightPerAddress == 0 {
+		c.MaxInFlightPerAddress = max(c.MaxInFlight/4, 1)
+	}
+	if c.MaxInFlightBytesPerAddress == 0 {
+		c.MaxInFlightBytesPerAddress = min(max(c.MaxInFlightBytes/4, c.MaxBodyBytes), c.MaxInFlightBytes)
+	}
 	if c.Realm == "" {
 		c.Realm = "citywatch"
 	}
@@ -123,6 +137,11 @@ func (c Config) Validate() error {
 		return fmt.Errorf("gateway.viid.max_in_flight: must be ≥ 1, got %d", c.MaxInFlight)
 	case c.MaxInFlightBytes < c.MaxBodyBytes:
 		return fmt.Errorf("gateway.viid.max_in_flight_bytes: must be ≥ max_body_bytes (%d), got %d", c.MaxBodyBytes, c.MaxInFlightBytes)
+	case c.MaxInFlightPerAddress < 1 || c.MaxInFlightPerAddress > c.MaxInFlight:
+		return fmt.Errorf("gateway.viid.max_in_flight_per_address: must be 1 to max_in_flight (%d), got %d", c.MaxInFlight, c.MaxInFlightPerAddress)
+	case c.MaxInFlightBytesPerAddress < c.MaxBodyBytes || c.MaxInFlightBytesPerAddress > c.MaxInFlightBytes:
+		return fmt.Errorf("gateway.viid.max_in_flight_bytes_per_address: must be max_body_bytes (%d) to max_in_flight_bytes (%d), got %d",
+			c.MaxBodyBytes, c.MaxInFlightBytes, c.MaxInFlightBytesPerAddress)
 	case c.Username != "" && c.Password == "":
 		return errors.New("gateway.viid.password: must be set when username is")
 	case c.NonceTTL <= 0:
