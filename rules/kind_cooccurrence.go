@@ -191,12 +191,12 @@ func (s *coState) process(x *evalCtx, e *event.Event) {
 		return
 	}
 	t := e.Time.UnixMilli()
-	h, added := s.plates.touch(key, t)
+	self, added := s.plates.touchEntry(key, t)
+	h := &s.plates.nodes[self].val
 	if added {
 		s.gen++
 		*h = history{gen: s.gen}
 	}
-	self := s.plates.index[key]
 	h.add(t, pi, t-r.within)
 	if int(self) >= len(s.sums) {
 		c := cap(s.sums)

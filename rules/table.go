@@ -71,13 +71,20 @@ func (t *table[V]) get(key string) (*V, bool) {
 // and raises its last-event time to ts. The key is copied when added, so
 // callers may pass strings that share memory with a decoded message.
 func (t *table[V]) touch(key string, ts int64) (v *V, added bool) {
+	i, added := t.touchEntry(key, ts)
+	return &t.nodes[i].val, added
+}
+
+// touchEntry is touch returning the entry's index in nodes, for state
+// that refers to entries by index.
+func (t *table[V]) touchEntry(key string, ts int64) (i int32, added bool) {
 	if i, ok := t.index[key]; ok {
 		n := &t.nodes[i]
 		if ts > n.last {
 			n.last = ts
 		}
 		t.moveBack(i)
-		return &n.val, false
+		return i, false
 	}
 	if len(t.index) >= t.max && t.head >= 0 {
 		h := t.head
@@ -87,7 +94,6 @@ func (t *table[V]) touch(key string, ts int64) (v *V, added bool) {
 		t.remove(h)
 		t.evicted++
 	}
-	var i int32
 	if t.free >= 0 {
 		i = t.free
 		t.free = t.nodes[i].next
@@ -100,7 +106,7 @@ func (t *table[V]) touch(key string, ts int64) (v *V, added bool) {
 	t.index[k] = i
 	t.keyBytes += len(k)
 	t.pushBack(i)
-	return &t.nodes[i].val, true
+	return i, true
 }
 
 func (t *table[V]) pushBack(i int32) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"math"
 
 	"github.com/segmentio/kafka-go"
 )
@@ -30,7 +29,8 @@ import (
 // never reorder a partition's messages. Two concurrent writes through
 // different writers could.
 type PromptWriter struct {
-	tiers [3]promptTier
+	tiers [2]promptTier // the small writes' writers, smallest first
+	large *kafka.Writer
 }
 
 type promptTier struct {
@@ -47,28 +47,23 @@ func (c Config) NewPromptWriter(m *Metrics, log *slog.Logger) *PromptWriter {
 		w.BatchSize = min(batch, c.BatchSize)
 		return m.WatchWriter(w, log)
 	}
-	return &PromptWriter{tiers: [3]promptTier{
-		{max: 4, w: sized(1)},
-		{max: 64, w: sized(16)},
-		{max: math.MaxInt, w: sized(c.BatchSize)},
-	}}
+	return &PromptWriter{
+		tiers: [2]promptTier{{max: 4, w: sized(1)}, {max: 64, w: sized(16)}},
+		large: sized(c.BatchSize),
+	}
 }
 
 // WriteMessages implements Writer.
 func (w *PromptWriter) WriteMessages(ctx context.Context, msgs ...kafka.Message) error {
-	for i := range w.tiers {
-		if t := &w.tiers[i]; len(msgs) <= t.max {
+	for _, t := range w.tiers {
+		if len(msgs) <= t.max {
 			return t.w.WriteMessages(ctx, msgs...)
 		}
 	}
-	return nil // unreachable: the last tier takes any size
+	return w.large.WriteMessages(ctx, msgs...)
 }
 
 // Close flushes and closes the writers.
 func (w *PromptWriter) Close() error {
-	var errs []error
-	for i := range w.tiers {
-		errs = append(errs, w.tiers[i].w.Close())
-	}
-	return errors.Join(errs...)
+	return errors.Join(w.tiers[0].w.Close(), w.tiers[1].w.Close(), w.large.Close())
 }
