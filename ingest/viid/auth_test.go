@@ -399,7 +399,7 @@ func TestInFlightLimit(t *testing.T) {
 // TestLimiterShares: an address at its share is refused while another is
 // admitted, and an address leaves the table with its last request.
 func TestLimiterShares(t *testing.T) {
-	l := limiter{maxN: 4, maxBytes: 1000, addrN: 2, addrBytes: 600, byAddr: map[string]*held{}}
+	l := limiter{maxN: 4, maxBytes: 1000, addrN: 2, addrBytes: 600, byAddr: map[string]held{}}
 	steps := []struct {
 		addr string
 		size int64

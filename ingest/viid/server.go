@@ -51,7 +51,7 @@ func New(cfg Config, devices Devices, loc *time.Location, pub Publisher, prom pr
 	}
 	s := &Server{cfg: cfg, pub: pub, m: mapper{devices: devices, loc: loc}, log: log.With("component", "viid"), now: time.Now,
 		limit: limiter{maxN: cfg.MaxInFlight, maxBytes: cfg.MaxInFlightBytes,
-			addrN: cfg.MaxInFlightPerAddress, addrBytes: cfg.MaxInFlightBytesPerAddress, byAddr: map[string]*held{}}}
+			addrN: cfg.MaxInFlightPerAddress, addrBytes: cfg.MaxInFlightBytesPerAddress, byAddr: map[string]held{}}}
 	met, err := newMetrics(prom, &s.limit)
 	if err != nil {
 		return nil, err
@@ -99,7 +99,7 @@ type limiter struct {
 	bytes int64
 	// byAddr holds what each address has in flight; an address leaves it
 	// with its last request, so it holds at most maxN entries.
-	byAddr map[string]*held
+	byAddr map[string]held
 }
 
 type held struct {
@@ -113,9 +113,6 @@ func (l *limiter) acquire(addr string, size int64) string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	a := l.byAddr[addr]
-	if a == nil {
-		a = &held{}
-	}
 	switch {
 	case l.n >= l.maxN:
 		return "in_flight_requests"
@@ -139,13 +136,13 @@ func (l *limiter) release(addr string, size int64) {
 	defer l.mu.Unlock()
 	l.n--
 	l.bytes -= size
-	if a := l.byAddr[addr]; a != nil {
-		if a.n--; a.n == 0 {
-			delete(l.byAddr, addr)
-		} else {
-			a.bytes -= size
-		}
+	a := l.byAddr[addr]
+	if a.n--; a.n <= 0 {
+		delete(l.byAddr, addr)
+		return
 	}
+	a.bytes -= size
+	l.byAddr[addr] = a
 }
 
 func (l *limiter) inFlight() (int, int64) {
