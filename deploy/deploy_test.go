@@ -27,6 +27,7 @@ import (
 	"citywatch/ingest/gateway"
 	"citywatch/internal/city"
 	"citywatch/internal/kafkaio"
+	"citywatch/internal/memlimit"
 	"citywatch/rules"
 	"citywatch/store"
 	"citywatch/web"
@@ -46,6 +47,7 @@ type config struct {
 	Dispatch   dispatch.Config  `yaml:"dispatch"`
 	HTTP       web.Config       `yaml:"http"`
 	Gateway    gateway.Config   `yaml:"gateway"`
+	Runtime    memlimit.Config  `yaml:"runtime"`
 	Timezone   string           `yaml:"timezone"`
 	LogLevel   string           `yaml:"log_level"`
 	Hotlist    string           `yaml:"hotlist"`
@@ -61,6 +63,7 @@ func (c *config) setDefaults() {
 	c.Dispatch.SetDefaults()
 	c.HTTP.SetDefaults()
 	c.Gateway.SetDefaults()
+	c.Runtime.SetDefaults()
 }
 
 // loadConfig decodes a citywatch YAML file as the binary does: unknown
@@ -79,7 +82,7 @@ func loadConfig(t *testing.T, path string) config {
 	}
 	c.setDefaults()
 	for name, v := range map[string]interface{ Validate() error }{
-		"ingest": c.Ingest, "sink": c.Sink, "rules": c.Rules, "dispatch": c.Dispatch, "http": c.HTTP, "gateway": c.Gateway,
+		"ingest": c.Ingest, "sink": c.Sink, "rules": c.Rules, "dispatch": c.Dispatch, "http": c.HTTP, "gateway": c.Gateway, "runtime": c.Runtime,
 	} {
 		if err := v.Validate(); err != nil {
 			t.Errorf("%s: section %s: %v", path, name, err)

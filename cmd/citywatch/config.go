@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"math"
 	"net"
 	"os"
 	"strconv"
@@ -19,6 +21,7 @@ import (
 	"citywatch/ingest"
 	"citywatch/ingest/gateway"
 	"citywatch/internal/kafkaio"
+	"citywatch/internal/memlimit"
 	"citywatch/rules"
 	"citywatch/store"
 	"citywatch/web"
@@ -36,6 +39,9 @@ type Config struct {
 	Dispatch   dispatch.Config  `yaml:"dispatch"`
 	HTTP       web.Config       `yaml:"http"`
 	Gateway    gateway.Config   `yaml:"gateway"`
+	// Runtime is the memory policy: the soft memory limit and the
+	// collector's pace (GOMEMLIMIT and GOGC win).
+	Runtime memlimit.Config `yaml:"runtime"`
 	// Timezone is the local zone for schedules, display and GA/T 1400
 	// times (CITYWATCH_TZ).
 	Timezone string `yaml:"timezone"`
@@ -178,6 +184,7 @@ func (c *Config) setDefaults() {
 	c.Dispatch.SetDefaults()
 	c.HTTP.SetDefaults()
 	c.Gateway.SetDefaults()
+	c.Runtime.SetDefaults()
 	if c.Timezone == "" {
 		c.Timezone = "Asia/Shanghai"
 	}
@@ -196,6 +203,9 @@ func (c Config) validate(roles map[string]bool, needKafka bool) error {
 	}
 	if _, err := time.LoadLocation(c.Timezone); err != nil {
 		return fmt.Errorf("timezone: %w", err)
+	}
+	if err := c.Runtime.Validate(); err != nil {
+		return err
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
@@ -299,3 +309,22 @@ func randomKey() []byte {
 }
 
 var cryptoRead = cryptorand.Read
+
+// applyRuntime puts the memory policy in force for a command that runs
+// for long (run, demo, gateway, loadtest), logs it and returns it as one
+// line.
+func applyRuntime(cfg Config, log *slog.Logger) (string, error) {
+	a, err := memlimit.Apply(cfg.Runtime, os.Getenv, "/sys/fs/cgroup", "/proc/self/cgroup", "/proc/meminfo")
+	if err != nil {
+		return "", fmt.Errorf("invalid configuration: %w", err)
+	}
+	limit, pace := "none", "off"
+	if a.Limit != math.MaxInt64 {
+		limit = strconv.FormatInt(a.Limit>>20, 10) + "MiB"
+	}
+	if a.GCPercent >= 0 {
+		pace = strconv.Itoa(a.GCPercent)
+	}
+	log.Info("memory policy", "memory_limit", limit, "limit_from", a.LimitFrom, "gc_percent", pace, "gc_from", a.GCFrom)
+	return fmt.Sprintf("memory limit %s (%s), gc_percent %s (%s)", limit, a.LimitFrom, pace, a.GCFrom), nil
+}

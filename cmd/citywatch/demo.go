@@ -43,6 +43,9 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("invalid configuration: %w", err)
 	}
 	log := newLogger(stderr, cfg.LogLevel)
+	if _, err := applyRuntime(cfg, log); err != nil {
+		return err
+	}
 
 	// The simulated city, with a scenario that keeps planting incidents so
 	// that the operator always has something real to look at; its hotlist

@@ -74,6 +74,9 @@ func cmdGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return nil
 	}
 	log := newLogger(stderr, cfg.LogLevel)
+	if _, err := applyRuntime(cfg, log); err != nil {
+		return err
+	}
 	if bench {
 		return benchGateway(ctx, cfg, stdout, stderr, *benchRTP, *benchVIID, *rate, *cameras, *clients, *batch)
 	}

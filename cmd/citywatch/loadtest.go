@@ -50,6 +50,16 @@ func cmdLoadtest(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
+	// The roles under test run with the memory policy a deployment gives
+	// them (runtime in CITYWATCH_CONFIG, or GOGC and GOMEMLIMIT).
+	if err := cfg.Runtime.Validate(); err != nil {
+		return fmt.Errorf("invalid configuration: %w", err)
+	}
+	policy, err := applyRuntime(cfg, newLogger(stderr, "warn"))
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "loadtest: %s\n", policy)
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
 		if err != nil {

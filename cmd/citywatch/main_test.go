@@ -115,6 +115,13 @@ func TestLoadConfig(t *testing.T) {
 	if err := c.validate(map[string]bool{"ingest": true}, true); err == nil || !strings.Contains(err.Error(), "CITYWATCH_PSEUDONYM_KEY") {
 		t.Errorf("no key: err = %v, want CITYWATCH_PSEUDONYM_KEY named", err)
 	}
+	if c.Runtime.MemoryLimit != "auto" || c.Runtime.GCPercent != "400" {
+		t.Errorf("runtime defaults: %+v", c.Runtime)
+	}
+	c.Runtime.GCPercent = "always"
+	if err := c.validate(map[string]bool{}, true); err == nil || !strings.Contains(err.Error(), "runtime.gc_percent") {
+		t.Errorf("bad gc_percent: err = %v, want runtime.gc_percent named", err)
+	}
 }
 
 func freeAddr(t *testing.T) string {

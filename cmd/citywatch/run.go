@@ -71,6 +71,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return nil
 	}
 	log := newLogger(stderr, cfg.LogLevel)
+	if _, err := applyRuntime(cfg, log); err != nil {
+		return err
+	}
 	return runRoles(ctx, cfg, roles, log, nil)
 }
 
