@@ -11,10 +11,13 @@ import (
 	"math"
 	"net"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"gopkg.in/yaml.v3"
 
 	"citywatch/dispatch"
@@ -327,4 +330,13 @@ func applyRuntime(cfg Config, log *slog.Logger) (string, error) {
 	}
 	log.Info("memory policy", "memory_limit", limit, "limit_from", a.LimitFrom, "gc_percent", pace, "gc_from", a.GCFrom)
 	return fmt.Sprintf("memory limit %s (%s), gc_percent %s (%s)", limit, a.LimitFrom, pace, a.GCFrom), nil
+}
+
+// goCollector is the Go runtime's collector of every process's /metrics:
+// the memory statistics, and the memory policy in force (go_gc_gogc_percent,
+// go_gc_gomemlimit_bytes), so that a heap near its limit shows against it.
+func goCollector() prometheus.Collector {
+	return collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(
+		collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/gc/(gogc:percent|gomemlimit:bytes)$`)},
+	))
 }

@@ -81,7 +81,7 @@ func cmdGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return benchGateway(ctx, cfg, stdout, stderr, *benchRTP, *benchVIID, *rate, *cameras, *clients, *batch)
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(goCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	km := kafkaio.NewMetrics(reg)
 	c, err := city.Default()
 	if err != nil {

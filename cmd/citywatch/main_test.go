@@ -195,6 +195,8 @@ func TestRunRoles(t *testing.T) {
 		"citywatch_sink_rows_written_total",
 		"citywatch_rules_watermark_seconds",
 		"citywatch_rules_replayed_events_total",
+		"go_gc_gogc_percent",
+		"go_gc_gomemlimit_bytes",
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {

@@ -82,7 +82,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 // closed once every role has started.
 func runRoles(ctx context.Context, cfg Config, roles map[string]bool, log *slog.Logger, ready chan<- struct{}) error {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(goCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	km := kafkaio.NewMetrics(reg)
 
 	setupCtx, cancelSetup := context.WithTimeout(ctx, time.Minute)
