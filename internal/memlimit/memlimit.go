@@ -96,18 +96,19 @@ type Applied struct {
 // meminfo where /proc/meminfo is.
 func Apply(c Config, getenv func(string) string, cgroupRoot, proc, meminfo string) (Applied, error) {
 	var a Applied
-	limit, err := parseLimit(c.MemoryLimit)
-	if err != nil {
-		return a, fmt.Errorf("runtime.memory_limit: %w", err)
+	if err := c.Validate(); err != nil {
+		return a, err
 	}
-	pct, err := parsePercent(c.GCPercent)
-	if err != nil {
-		return a, fmt.Errorf("runtime.gc_percent: %w", err)
-	}
+	limit, _ := parseLimit(c.MemoryLimit) // checked by Validate
+	pct, _ := parsePercent(c.GCPercent)
 	switch {
 	case getenv("GOMEMLIMIT") != "":
 		a.Limit, a.LimitFrom = debug.SetMemoryLimit(-1), "environment"
-	case limit == limitAuto:
+	case limit == limitNone:
+		a.Limit, a.LimitFrom = math.MaxInt64, "none"
+	case limit != limitAuto:
+		a.Limit, a.LimitFrom = limit, "config"
+	default:
 		if n, ok := containerLimit(cgroupRoot, proc); ok {
 			a.Limit, a.LimitFrom = int64(float64(n)*autoShare), "container"
 		} else if n, ok := machineMemory(meminfo); ok {
@@ -115,12 +116,8 @@ func Apply(c Config, getenv func(string) string, cgroupRoot, proc, meminfo strin
 		} else {
 			a.Limit, a.LimitFrom = math.MaxInt64, "none"
 		}
-		debug.SetMemoryLimit(a.Limit)
-	case limit == limitNone:
-		a.Limit, a.LimitFrom = math.MaxInt64, "none"
-		debug.SetMemoryLimit(a.Limit)
-	default:
-		a.Limit, a.LimitFrom = limit, "config"
+	}
+	if a.LimitFrom != "environment" {
 		debug.SetMemoryLimit(a.Limit)
 	}
 	if getenv("GOGC") != "" {
@@ -166,7 +163,7 @@ func parsePercent(s string) (int, error) {
 		return -1, nil
 	}
 	if s == "" {
-		return 100, nil
+		return DefaultGCPercent, nil
 	}
 	n, err := strconv.Atoi(s)
 	if err != nil || n < 10 || n > 10_000 {
