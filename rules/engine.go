@@ -66,6 +66,11 @@ type ruleRun struct {
 	st   kindState
 	sits *table[situation]
 	m    *ruleMetrics
+	// held lists the keys of situations that hold evidence their last
+	// message did not carry (the rule's update interval); heldDue is the
+	// watermark (Unix ms) at which the first of them is due.
+	held    []string
+	heldDue int64
 }
 
 // ErrNoRules is returned by New for a nil RuleSet.
@@ -305,6 +310,9 @@ func (e *Engine) moveWatermark() {
 	e.lastTick = wm
 	for _, run := range e.runs {
 		e.ctx.run = run
+		// Held updates first: a watermark that jumps past their time and
+		// their situation's end sends both, as one that moves in steps.
+		e.sendHeld(run)
 		run.st.tick(&e.ctx)
 		e.expireSituations(run)
 	}

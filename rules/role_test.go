@@ -24,7 +24,7 @@ import (
 // split at six minutes, with situations open across the split: a crowd
 // whose third report comes after it (a window to rebuild), a fight and a
 // hotlist plate seen on both sides (an open alert to update, not raise
-// again), a camera that falls silent before it and speaks after it (an
+// again; the fight's last update before it held by the update interval), a camera that falls silent before it and speaks after it (an
 // open absence alert to resolve), a bulk purchase before it. Every other
 // device sends a heartbeat every 20 s, so that only the one camera falls
 // silent.
@@ -63,6 +63,10 @@ func roleStream(t *testing.T, t0 time.Time) (before, after []event.Event) {
 	add(6*time.Minute+35*time.Second, crowd)
 	fight := `{"type":"camera.detection","device_id":"cam-fight",` + devices["cam-fight"] + `,"camera_class":"A","object":"person","behavior":"fight","confidence":0.9}`
 	add(1*time.Minute+5*time.Second, fight)
+	// Within the update interval of the one before: held across the
+	// split, sent when the watermark passes 6:30.
+	add(5*time.Minute+30*time.Second, fight)
+	add(5*time.Minute+50*time.Second, fight)
 	add(7*time.Minute+5*time.Second, fight)
 	pass := `{"type":"checkpoint.pass","device_id":"kk-1",` + devices["kk-1"] + `,"lane":1,"plate":"鄂F12345","plate_color":"blue","vehicle_type":"car","speed_kmh":50}`
 	add(35*time.Second, pass)

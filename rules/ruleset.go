@@ -24,6 +24,7 @@ import (
 //	    types: [checkpoint.pass, camera.detection]
 //	    filter: plate_valid && confidence >= 0.5
 //	    suppress: 6h
+//	    update_interval: 1m
 //	    summary: "疑似套牌车辆{plate}：…"
 //	    velocity: {max_kmh: 200, min_distance_km: 2, within: 6h}
 //
@@ -55,6 +56,18 @@ type RuleSpec struct {
 	// resolvable match rules resolve on their own terms instead). Default
 	// the rule's window, or 10m for kinds without one.
 	Suppress time.Duration `yaml:"suppress"`
+	// UpdateInterval is the least event time between two messages of one
+	// open alert, as Alertmanager's group_interval is for a group: an
+	// update that comes sooner is held, and the evidence gathered
+	// meanwhile goes out once the interval has passed on the watermark, or
+	// with the next message that goes at once. An update goes at once when
+	// it raises the severity or moves the alert's place by 100 m or more
+	// (a moving subject: the units need the new place), and the resolved
+	// message carries all evidence. It spares the operators a detector
+	// that repeats itself every second. At most Suppress (absence rules,
+	// whose alerts end only when the key returns, excepted). Default 0:
+	// every update at once.
+	UpdateInterval time.Duration `yaml:"update_interval"`
 	// Summary is the operator's line, in Simplified Chinese, with
 	// {placeholders} for the subject ({subject}), the event's fields
 	// ({device}, {plate}, {station}, {behavior}, …) and the alert's
@@ -205,6 +218,7 @@ type rule struct {
 	types       uint32 // bit per event.Type
 	filter      *filter
 	suppress    int64 // ms
+	updateEvery int64 // ms; 0: every update at once
 	summary     template
 	kind        kindSpec
 	fingerprint [32]byte
@@ -303,6 +317,10 @@ func compileRule(spec *RuleSpec, lists Lists) (*rule, error) {
 	if spec.Suppress < 0 {
 		return nil, &fieldError{field: "suppress", msg: "must not be negative"}
 	}
+	if spec.UpdateInterval < 0 {
+		return nil, &fieldError{field: "update_interval", msg: "must not be negative"}
+	}
+	r.updateEvery = spec.UpdateInterval.Milliseconds()
 
 	n := 0
 	var section string
@@ -354,6 +372,10 @@ func compileRule(spec *RuleSpec, lists Lists) (*rule, error) {
 	}
 	if r.suppress == 0 {
 		r.suppress = (10 * time.Minute).Milliseconds()
+	}
+	if _, sticky := r.kind.(*absenceRule); !sticky && r.updateEvery > r.suppress {
+		// A held update must fall due before its alert can end quietly.
+		return nil, &fieldError{field: "update_interval", msg: "must not exceed suppress (" + (time.Duration(r.suppress) * time.Millisecond).String() + ")"}
 	}
 	// The fingerprint decides whether a reloaded rule keeps its state.
 	out, _ := yaml.Marshal(spec)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"citywatch/event"
+	"citywatch/internal/city"
 )
 
 // situation is an open alert: one real-world situation of one rule and
@@ -21,7 +22,18 @@ type situation struct {
 	evidence  []string
 	details   []event.Detail
 	summary   string
+	// sent is the event time (ms) of its last message and sentLat,
+	// sentLon its place; held tells that it holds evidence that message
+	// did not carry, listed that its key is in the rule's held list.
+	sent             int64
+	sentLat, sentLon float64
+	held, listed     bool
 }
+
+// moveAtOnce is how far (m) a situation's place must move for an update to
+// go out before the rule's update interval has passed: the units on their
+// way need the new place of a moving subject.
+const moveAtOnce = 100
 
 // hit is what a kind reports when its condition holds for a subject.
 type hit struct {
@@ -71,11 +83,12 @@ func (x *evalCtx) raise(h *hit) {
 	key := sitKey(kb[:0], h.subject)
 	if s, ok := run.sits.get(string(key)); ok {
 		if s.sticky || t-s.last <= run.r.suppress {
-			x.update(s, h, t)
+			x.update(s, h, t, key)
 			run.sits.touch(string(key), t)
 			return
 		}
 		// The old situation ended quietly before the sweep saw it.
+		x.eng.sendDue(run, s, t)
 		x.eng.emit(run, s, event.AlertResolved)
 		run.sits.delete(string(key))
 	}
@@ -101,10 +114,14 @@ func (x *evalCtx) raise(h *hit) {
 	for _, id := range h.evidence {
 		s.addEvidence(id)
 	}
-	x.eng.emit(run, s, event.AlertFiring)
+	x.eng.send(run, s, event.AlertFiring)
 }
 
-func (x *evalCtx) update(s *situation, h *hit, t int64) {
+// update adds h to the open situation s (key is its table key) and sends
+// an updated message when h brings evidence s did not have, at once or,
+// within the rule's update interval, held for sendHeld.
+func (x *evalCtx) update(s *situation, h *hit, t int64, key []byte) {
+	x.eng.sendDue(x.run, s, t)
 	added := false
 	for _, id := range h.evidence {
 		if s.addEvidence(id) {
@@ -117,11 +134,74 @@ func (x *evalCtx) update(s *situation, h *hit, t int64) {
 	if t > s.last {
 		s.last = t
 	}
+	rose := false
 	if h.severity != "" && severityRank(h.severity) > severityRank(s.severity) {
-		s.severity = h.severity
+		s.severity, rose = h.severity, true
 	}
 	x.fill(s, h)
-	x.eng.emit(x.run, s, event.AlertUpdated)
+	run := x.run
+	if every := run.r.updateEvery; every > 0 && !rose && t-s.sent < every &&
+		city.DistanceM(s.sentLat, s.sentLon, s.lat, s.lon) < moveAtOnce {
+		s.held = true
+		if !s.listed {
+			s.listed = true
+			run.held = append(run.held, string(key))
+			if due := s.sent + every; len(run.held) == 1 || due < run.heldDue {
+				run.heldDue = due
+			}
+		}
+		return
+	}
+	x.eng.send(run, s, event.AlertUpdated)
+}
+
+// send emits a firing or updated message of s and notes what it carried.
+func (e *Engine) send(run *ruleRun, s *situation, status event.AlertStatus) {
+	e.emit(run, s, status)
+	s.sent = s.eventTime.UnixMilli()
+	s.sentLat, s.sentLon = s.lat, s.lon
+	s.held = false
+}
+
+// sendDue sends the update s holds when its interval has passed at t (Unix
+// ms), before anything that comes at t changes s. Whichever comes first,
+// the watermark passing the interval (sendHeld) or the situation's next
+// event at or after it, the message is the same: once the watermark has
+// passed, the events that could still have joined it are late. So a
+// replay, whose watermark waits where live did not, sends what live sent.
+func (e *Engine) sendDue(run *ruleRun, s *situation, t int64) {
+	if s.held && t >= s.sent+run.r.updateEvery {
+		e.send(run, s, event.AlertUpdated)
+	}
+}
+
+// sendHeld sends the updates held back by the rule's update interval whose
+// interval the watermark has passed.
+func (e *Engine) sendHeld(run *ruleRun) {
+	if len(run.held) == 0 || e.wm < run.heldDue {
+		return
+	}
+	keep := run.held[:0]
+	for _, key := range run.held {
+		s, ok := run.sits.get(key)
+		if !ok || !s.listed {
+			continue // resolved, or replaced and listed again
+		}
+		due := s.sent + run.r.updateEvery
+		if !s.held || e.wm >= due {
+			if s.held {
+				e.send(run, s, event.AlertUpdated)
+			}
+			s.listed = false
+			continue
+		}
+		if len(keep) == 0 || due < run.heldDue {
+			run.heldDue = due
+		}
+		keep = append(keep, key)
+	}
+	clear(run.held[len(keep):])
+	run.held = keep
 }
 
 // fill sets the situation's place, time, details and summary from h.
@@ -198,6 +278,11 @@ func (x *evalCtx) resolve(subject event.Subject, e *event.Event, details []event
 	if !ok {
 		return
 	}
+	at := x.eng.wm
+	if e != nil {
+		at = e.Time.UnixMilli()
+	}
+	x.eng.sendDue(x.run, s, at)
 	if e != nil {
 		s.eventTime = e.Time
 		s.addEvidence(e.ID)
@@ -216,6 +301,7 @@ func (e *Engine) expireSituations(run *ruleRun) {
 		if s.sticky {
 			return true
 		}
+		e.sendDue(run, s, e.wm)
 		e.emit(run, s, event.AlertResolved)
 		return false
 	})
@@ -320,6 +406,9 @@ func (e *Engine) seed(a *event.Alert) bool {
 			lon:       a.Lon,
 			details:   cloneDetails(a.Details),
 			summary:   a.Summary,
+			sent:      t,
+			sentLat:   a.Lat,
+			sentLon:   a.Lon,
 		}
 		if s.severity == "" {
 			s.severity = run.r.severity

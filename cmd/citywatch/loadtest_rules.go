@@ -368,6 +368,7 @@ func rulesThroughput(ctx context.Context, cfg Config, c *city.City, p *event.Pse
 		time.Sleep(5 * time.Millisecond)
 	}
 	rulesTime := time.Since(start)
+	alerts := sumSeries(reg, "citywatch_rules_alerts_total")
 	stop()
 	wg.Wait()
 	if rerr != nil {
@@ -377,5 +378,6 @@ func rulesThroughput(ctx context.Context, cfg Config, c *city.City, p *event.Pse
 	fmt.Fprintf(stdout, "  bare kafka-go consumer group, decode only: %.0f events/s\n", float64(n)/bareTime.Seconds())
 	fmt.Fprintf(stdout, "  rules role, whole default pack:          %.0f events/s (%.2f× the bare consumer)\n",
 		float64(n)/rulesTime.Seconds(), bareTime.Seconds()/rulesTime.Seconds())
+	fmt.Fprintf(stdout, "  alert messages the pack raised:          %.0f\n", alerts)
 	return nil
 }
