@@ -947,3 +947,25 @@ func FuzzParseNumber(f *testing.F) {
 		}
 	})
 }
+
+func TestPeekType(t *testing.T) {
+	for _, tt := range []struct {
+		msg  string
+		want Type
+	}{
+		{`{"id":"a","type":"fuel.purchase","device_id":"d"}`, TypeFuelPurchase},
+		{`{"id":"a","type":"device.heartbeat"}`, TypeDeviceHeartbeat},
+		{`{"id":"a","type":"fuel.purchase_x"}`, TypeUnknown},
+		{`{"id":"a","type":"fuel.purch`, TypeUnknown},
+		{`{"id":"a","kind":"fuel.purchase"}`, TypeUnknown},
+		{``, TypeUnknown},
+		{`{"id":"` + strings.Repeat("x", 1100) + `","type":"fuel.purchase"}`, TypeUnknown},
+	} {
+		if got := PeekType([]byte(tt.msg)); got != tt.want {
+			t.Errorf("PeekType(%.60s) = %v, want %v", tt.msg, got, tt.want)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { PeekType([]byte(`{"id":"a","type":"camera.health"}`)) }); n != 0 {
+		t.Errorf("PeekType allocates %v times", n)
+	}
+}

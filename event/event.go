@@ -13,7 +13,10 @@
 // belong to an event's Type are zero.
 package event
 
-import "time"
+import (
+	"bytes"
+	"time"
+)
 
 // Type is the kind of an event (the JSON "type" field).
 type Type uint8
@@ -155,3 +158,32 @@ func (e *Event) Reset() {
 	*e = Event{}
 	e.Attrs = attrs
 }
+
+// PeekType returns the type of a message as AppendJSON writes it, without
+// decoding it: the value of the first "type" member, which AppendJSON
+// writes second, after id. It reports TypeUnknown when it cannot tell; a
+// message of another writer may need Decode to know. It does not allocate.
+func PeekType(msg []byte) Type {
+	const key = `"type":"`
+	head := msg[:min(len(msg), peekTypeWithin)]
+	i := bytes.Index(head, []byte(key))
+	if i < 0 {
+		return TypeUnknown
+	}
+	rest := head[i+len(key):]
+	j := bytes.IndexByte(rest, '"')
+	if j < 0 {
+		return TypeUnknown
+	}
+	name := rest[:j]
+	for t := TypeCameraDetection; t < numTypes; t++ {
+		if string(name) == typeNames[t] {
+			return t
+		}
+	}
+	return TypeUnknown
+}
+
+// peekTypeWithin is how far into a message PeekType looks: past an id of
+// 128 characters, escaped.
+const peekTypeWithin = 1024

@@ -102,6 +102,9 @@ func roundTrip(t testing.TB, e *Event) []byte {
 	}
 	p.Apply(e)
 	out := AppendJSON(nil, e)
+	if got := PeekType(out); got != e.Type {
+		t.Fatalf("PeekType(%s) = %v, want %v", out, got, e.Type)
+	}
 	var d Decoder
 	var got Event
 	if err := d.DecodeNormalized(out, &got); err != nil {

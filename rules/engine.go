@@ -3,6 +3,7 @@ package rules
 import (
 	"errors"
 	"fmt"
+	"math"
 	"sync/atomic"
 	"time"
 
@@ -71,6 +72,10 @@ type ruleRun struct {
 	// watermark (Unix ms) at which the first of them is due.
 	held    []string
 	heldDue int64
+	// since is, during a start's replay, the event time (Unix ms) before
+	// which the rule evaluates nothing: it looks back no further
+	// (replayFrom). 0 outside a replay.
+	since int64
 }
 
 // ErrNoRules is returned by New for a nil RuleSet.
@@ -217,6 +222,9 @@ func (e *Engine) ProcessReceived(now time.Time, ev *event.Event, received time.T
 	runs := e.byType[ev.Type&31]
 	e.envFilled = false
 	for _, run := range runs {
+		if t < run.since {
+			continue
+		}
 		if e.shards != nil {
 			if key, ok := run.r.shardKey(&e.cfg, ev, e.shardBuf[:0]); ok && !e.shards.Owns(key) {
 				continue
@@ -242,6 +250,46 @@ func (e *Engine) ProcessReceived(now time.Time, ev *event.Event, received time.T
 		run.st.process(&e.ctx, ev)
 	}
 	return e.flushOut()
+}
+
+// replayFrom readies the engine for a start's replay: each rule evaluates
+// the events from its own horizon plus margin before ref on (from span
+// before ref, when span is set), and no older ones. It returns, by event
+// type, the earliest event time (Unix ms) any rule reading the type
+// evaluates, and the earliest of all; a type no rule reads gets the
+// earliest of all. endReplay lifts the limits.
+func (e *Engine) replayFrom(ref time.Time, span, margin time.Duration) (byType [32]int64, earliest int64) {
+	e.installPending()
+	earliest = math.MaxInt64
+	for i := range byType {
+		byType[i] = math.MaxInt64
+	}
+	for _, run := range e.runs {
+		back := span
+		if back <= 0 {
+			back = run.r.horizon() + margin
+		}
+		run.since = ref.Add(-back).UnixMilli()
+		earliest = min(earliest, run.since)
+		for t := range byType {
+			if run.r.reads(event.Type(t)) {
+				byType[t] = min(byType[t], run.since)
+			}
+		}
+	}
+	for t := range byType {
+		if byType[t] == math.MaxInt64 {
+			byType[t] = earliest
+		}
+	}
+	return byType, earliest
+}
+
+// endReplay ends the limits of replayFrom.
+func (e *Engine) endReplay() {
+	for _, run := range e.runs {
+		run.since = 0
+	}
 }
 
 // countLate counts an event that came too late to be evaluated.

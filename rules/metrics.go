@@ -22,6 +22,7 @@ type Metrics struct {
 
 	// The role's (Role), beside the engine's.
 	replayed       prometheus.Counter
+	replaySkipped  prometheus.Counter
 	inputLag       *prometheus.GaugeVec
 	upstreamLag    prometheus.Gauge
 	stalled        prometheus.Gauge
@@ -78,6 +79,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "citywatch_rules_replayed_events_total",
 		Help: "Input events replayed on start to rebuild the rules' state.",
 	})
+	m.replaySkipped = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "citywatch_rules_replay_skipped_total",
+		Help: "Input records a start's replay passed over undecoded: older than any rule that reads their type looks back.",
+	})
 	m.restoreDropped = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "citywatch_rules_restore_dropped_total",
 		Help: "Alert messages recomputed after a start that were already on the alerts topic, and not written again.",
@@ -103,7 +108,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Help: "Shards of the rules' keys this process owns in a scaled-out rules role.",
 	})
 	reg.MustRegister(m.late, m.watermark, m.alerts, m.keys, m.bytes, m.open,
-		m.evicted, m.filterErrors, m.reloads, m.reloadOK, m.replayed, m.restoreDropped, m.undecodable,
+		m.evicted, m.filterErrors, m.reloads, m.reloadOK, m.replayed, m.replaySkipped, m.restoreDropped, m.undecodable,
 		m.inputLag, m.upstreamLag, m.stalled, m.shards)
 	m.reloadOK.Set(1)
 	return m

@@ -24,7 +24,7 @@ func (r *Role) restore(ctx context.Context) error {
 	start := r.now()
 	horizon := r.cfg.Replay
 	if horizon == 0 {
-		horizon = r.eng.RuleSet().Horizon()
+		horizon = r.eng.RuleSet().Horizon() + replayMargin
 	}
 	check, err := r.readAlerts(ctx, start.Add(-r.cfg.AlertsLookback))
 	if err != nil {
@@ -51,7 +51,7 @@ func (r *Role) restore(ctx context.Context) error {
 		}
 	}
 
-	replayed, err := r.replay(ctx, start, start.Add(-horizon))
+	replayed, err := r.replay(ctx, start)
 	if err != nil {
 		return fmt.Errorf("cannot restore rules state: %w", err)
 	}
@@ -199,11 +199,23 @@ func (c *replayCheck) add(a *event.Alert) {
 	k.latest = *a
 }
 
-// replay runs the input from the first event at or after since (earlier
-// where the group's committed offset is earlier) to the end of each
-// partition at the start, partitions merged by event time, and records the
-// end offsets for the consumer to skip. r.mu is held.
-func (r *Role) replay(ctx context.Context, start, since time.Time) (int, error) {
+// replayMargin is how much further back than its horizon each rule
+// looks in a start's replay (when RoleConfig.Replay is not set): the
+// watermark lags the newest event by the lateness and any hold, and a
+// scaled-out group, which keeps no input position, may have been down
+// that long. An absence rule, whose horizon is a few minutes, would
+// otherwise miss a key that fell silent just before the stop.
+const replayMargin = time.Hour
+
+// replay runs the input to the end of each partition at the start,
+// partitions merged by event time, and records the end offsets for the
+// consumer to skip. Each rule evaluates the events of its own horizon
+// (Engine.replayFrom), counted back from the start or from the oldest
+// input the group has not committed, whichever is earlier; records older
+// than every rule that reads their type are passed over undecoded. The
+// input the group never committed is replayed whatever its age. r.mu is
+// held.
+func (r *Role) replay(ctx context.Context, start time.Time) (int, error) {
 	parts, err := kafkaio.Partitions(ctx, r.kc, r.eventsTopic)
 	if err != nil {
 		return 0, err
@@ -230,6 +242,16 @@ func (r *Role) replay(ctx context.Context, start, since time.Time) (int, error) 
 	if err != nil {
 		return 0, err
 	}
+	ref, err := r.oldestUncommitted(prs, committed, start)
+	if err != nil {
+		for _, pr := range prs {
+			pr.Close()
+		}
+		return 0, err
+	}
+	byType, earliest := r.eng.replayFrom(ref, r.cfg.Replay, replayMargin)
+	defer r.eng.endReplay()
+	since := time.UnixMilli(earliest)
 	for i, p := range parts {
 		pr := prs[i]
 		r.skipBelow[p] = pr.End
@@ -243,7 +265,7 @@ func (r *Role) replay(ctx context.Context, start, since time.Time) (int, error) 
 		go func() {
 			defer readers.Done()
 			defer pr.Close()
-			c.read(rctx, r, pr, since, cp)
+			c.read(rctx, r, pr, since, cp, &byType)
 		}()
 	}
 	for _, c := range cursors {
@@ -395,9 +417,12 @@ type replayedEvent struct {
 
 // read reads pr from the first event at or after since (earlier where
 // committed, the group's offset, is; from the start when the group has
-// none, -1) to its end into c.chunks, and closes it. It stops early, with
+// none, -1) to its end into c.chunks, and closes it. A record whose type
+// (event.PeekType) no rule evaluates at its time, by byType (Unix ms), is
+// passed over undecoded: an event is at most event.DefaultMaxFuture ahead
+// of its record time, when ingest accepted it. It stops early, with
 // nothing more sent, when ctx ends.
-func (c *replayCursor) read(ctx context.Context, r *Role, pr *kafkaio.PartitionReader, since time.Time, committed int64) {
+func (c *replayCursor) read(ctx context.Context, r *Role, pr *kafkaio.PartitionReader, since time.Time, committed int64, byType *[32]int64) {
 	defer close(c.chunks)
 	dec := event.Decoder{Now: r.now}
 	send := func(ch *replayChunk) bool {
@@ -449,6 +474,12 @@ func (c *replayCursor) read(ctx context.Context, r *Role, pr *kafkaio.PartitionR
 				end = true
 				break
 			}
+			if t := event.PeekType(m.Value); t != event.TypeUnknown && m.Time.Add(event.DefaultMaxFuture).UnixMilli() < byType[t&31] {
+				if r.metrics != nil {
+					r.metrics.replaySkipped.Inc()
+				}
+				continue
+			}
 			ch.evs = append(ch.evs, replayedEvent{})
 			e := &ch.evs[len(ch.evs)-1]
 			if err := dec.DecodeNormalized(m.Value, &e.ev); err != nil {
@@ -493,6 +524,39 @@ func (c *replayCursor) advance() error {
 	}
 	c.cur, c.i, c.head, c.ok = ch, 0, &ch.evs[0], true
 	return nil
+}
+
+// oldestUncommitted returns the earliest event time among the first
+// messages the group has not committed (from the partition's first
+// message where it has committed nothing, or less than that), or start
+// when there is none earlier: the rules' horizons count back from there,
+// so that input that waited for a stopped process, or a new group's whole
+// input, is evaluated with what came before it. A scaled-out role keeps
+// no input position (committed is empty): start.
+func (r *Role) oldestUncommitted(prs []*kafkaio.PartitionReader, committed map[int]int64, start time.Time) (time.Time, error) {
+	ref := start
+	if r.cfg.Shards > 0 {
+		return ref, nil
+	}
+	dec := event.Decoder{Now: r.now}
+	var ev event.Event
+	for _, pr := range prs {
+		cp, ok := committed[pr.Partition]
+		if !ok || cp < pr.First {
+			cp = pr.First
+		}
+		if cp >= pr.End {
+			continue
+		}
+		m, err := pr.At(cp)
+		if err != nil {
+			return start, fmt.Errorf("cannot read %s/%d at offset %d: %w", r.eventsTopic, pr.Partition, cp, err)
+		}
+		if dec.DecodeNormalized(m.Value, &ev) == nil && ev.Time.Before(ref) {
+			ref = ev.Time
+		}
+	}
+	return ref, nil
 }
 
 // committed returns the group's committed offsets on the events topic; a

@@ -3,7 +3,9 @@ package rules
 import (
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -166,5 +168,127 @@ func TestReplayStopsWhenCancelled(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(r.metrics.replayed); got >= n {
 		t.Skipf("the replay ended (%v events) before the stop", got)
+	}
+}
+
+// TestReplayLooksBackPerRule restarts the rules on a day of input: each
+// rule replays its own horizon, and the records no rule looks back to are
+// passed over undecoded. A bulk purchase 20 hours old still counts toward
+// fuel.bulk_repeat (24 h) when the third comes after the restart, while
+// the heartbeats of that time, which only device.offline reads (5
+// minutes, its wait and an hour), are skipped.
+func TestReplayLooksBackPerRule(t *testing.T) {
+	h := newRoleHarness(t)
+	now := time.Now().Truncate(time.Second)
+	dec := event.Decoder{Now: func() time.Time { return now }}
+	p := testPseudonymizer(t)
+	var msgs []kafka.Message
+	add := func(ago time.Duration, id, raw string) {
+		at := now.Add(-ago)
+		raw = fmt.Sprintf(`{"id":%q,"time":%q,`, id, at.Format(time.RFC3339Nano)) + raw[1:]
+		var e event.Event
+		if err := dec.Decode([]byte(raw), &e); err != nil {
+			t.Fatalf("%s: %v", raw, err)
+		}
+		p.Apply(&e)
+		msgs = append(msgs, kafka.Message{Topic: h.kc.Topic(kafkaio.TopicEvents), Key: []byte(e.DeviceID), Value: event.AppendJSON(nil, &e), Time: at})
+	}
+	const hours = 20
+	for m := hours * 60; m >= 10; m-- {
+		add(time.Duration(m)*time.Minute, fmt.Sprintf("hb-cam-%d", m), `{"type":"device.heartbeat","device_id":"cam-1","lat":32.01,"lon":112.11}`)
+		add(time.Duration(m)*time.Minute, fmt.Sprintf("hb-fuel-%d", m), `{"type":"device.heartbeat","device_id":"fuel-1","lat":32.05,"lon":112.15}`)
+	}
+	bulk := `{"type":"fuel.purchase","device_id":"fuel-1","lat":32.05,"lon":112.15,"station_id":"st-1","buyer_id":"420602199001011233","buyer_name":"张三","fuel":"92","container":"bulk","volume_l":15}`
+	add(hours*time.Hour, "p-old", bulk)
+	add(10*time.Minute, "p-2", bulk)
+	slices.SortStableFunc(msgs, func(a, b kafka.Message) int { return a.Time.Compare(b.Time) })
+	if err := h.writer.WriteMessages(t.Context(), msgs...); err != nil {
+		t.Fatal(err)
+	}
+	// A first process takes it all in and commits; two purchases raise
+	// nothing.
+	h.runUntilCommitted(h.newRole(now))
+	n := len(msgs)
+	msgs = msgs[:0]
+	add(5*time.Minute, "p-3", bulk)
+	if err := h.writer.WriteMessages(t.Context(), msgs...); err != nil {
+		t.Fatal(err)
+	}
+
+	second := h.newRole(now)
+	stop, _ := h.start(second)
+	defer stop()
+	got := h.waitAlerts(1)
+	if len(got) != 1 || got[0].Rule != "fuel.bulk_repeat" || got[0].Status != event.AlertFiring ||
+		strings.Join(got[0].Evidence, ",") != "p-old,p-2,p-3" {
+		t.Errorf("alerts %v, want fuel.bulk_repeat firing with p-old,p-2,p-3", sortedKeys(got))
+	}
+	// The horizons count back from p-3, the oldest input not committed:
+	// device.offline's 1h6m. A heartbeat is skipped when its record time
+	// is more than 5 minutes (the most an event may be ahead of it) before
+	// that: those 76 minutes old or older.
+	skipped := testutil.ToFloat64(second.metrics.replaySkipped)
+	wantSkipped := float64(2 * (hours*60 - 76 + 1))
+	if skipped < wantSkipped-4 || skipped > wantSkipped+4 {
+		t.Errorf("%v records skipped, want about %v (the heartbeats 76 minutes old or older)", skipped, wantSkipped)
+	}
+	if replayed := testutil.ToFloat64(second.metrics.replayed); replayed+skipped != float64(n+1) {
+		t.Errorf("%v replayed and %v skipped of %d", replayed, skipped, n+1)
+	}
+}
+
+// TestReplayLooksBackFromUncommitted starts the rules after they were down
+// for two hours: the input that waited for them is evaluated whatever its
+// age, each rule looking back its horizon from the oldest of it, so that a
+// crowd two hours old, beyond crowd.gathering's 5 minutes and an hour,
+// still raises its alert.
+func TestReplayLooksBackFromUncommitted(t *testing.T) {
+	h := newRoleHarness(t)
+	now := time.Now().Truncate(time.Second)
+	dec := event.Decoder{Now: func() time.Time { return now }}
+	msg := func(ago time.Duration, id, raw string) kafka.Message {
+		at := now.Add(-ago)
+		raw = fmt.Sprintf(`{"id":%q,"time":%q,`, id, at.Format(time.RFC3339Nano)) + raw[1:]
+		var e event.Event
+		if err := dec.Decode([]byte(raw), &e); err != nil {
+			t.Fatalf("%s: %v", raw, err)
+		}
+		return kafka.Message{Topic: h.kc.Topic(kafkaio.TopicEvents), Key: []byte(e.DeviceID), Value: event.AppendJSON(nil, &e), Time: at}
+	}
+	const cam = `"device_id":"cam-crowd","lat":32.01,"lon":112.11`
+	if err := h.writer.WriteMessages(t.Context(), msg(3*time.Hour, "hb", `{"type":"device.heartbeat",`+cam+`}`)); err != nil {
+		t.Fatal(err)
+	}
+	h.runUntilCommitted(h.newRole(now.Add(-3 * time.Hour)))
+
+	crowd := `{"type":"camera.detection",` + cam + `,"camera_class":"A","object":"person","count":60}`
+	if err := h.writer.WriteMessages(t.Context(),
+		msg(2*time.Hour, "c1", crowd), msg(2*time.Hour-time.Minute, "c2", crowd), msg(2*time.Hour-2*time.Minute, "c3", crowd)); err != nil {
+		t.Fatal(err)
+	}
+	second := h.newRole(now)
+	stop, _ := h.start(second)
+	defer stop()
+	waitUntil(t, "the crowd's alert", func() bool {
+		for _, a := range h.alerts() {
+			if a.Rule == "crowd.gathering" && a.Status == event.AlertFiring && strings.Join(a.Evidence, ",") == "c1,c2,c3" {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// runUntilCommitted runs r until its group has committed all the input,
+// then stops it.
+func (h *roleHarness) runUntilCommitted(r *Role) {
+	h.t.Helper()
+	stop, _ := h.start(r)
+	waitUntil(h.t, "the commit of all input", func() bool {
+		lag, err := kafkaio.TotalLag(h.t.Context(), h.kc.Client(), r.Group(), []string{h.kc.Topic(kafkaio.TopicEvents)})
+		return err == nil && lag == 0
+	})
+	if err := stop(); err != nil {
+		h.t.Fatal(err)
 	}
 }

@@ -30,8 +30,9 @@ type RoleConfig struct {
 	// Limits are the engine's (see Config).
 	Limits `yaml:",inline"`
 	// Replay is how much of the input, in event time before the moment of
-	// a start, is replayed to rebuild the rules' state; 0 means the rule
-	// set's Horizon (24h for the default pack).
+	// a start, every rule replays to rebuild its state; 0 means each rule
+	// its own horizon and an hour more (25h for the fuel rules of the
+	// default pack, 1h6m for device.offline; see Role.replay).
 	Replay time.Duration `yaml:"replay"`
 	// AlertsLookback is how far back the alerts topic is read on a start
 	// to learn which alerts are open and which messages were already
@@ -86,8 +87,8 @@ const (
 	MaxShards = 1024
 )
 
-// SetDefaults fills zero fields with their defaults. Replay stays 0 (the
-// rule set's horizon).
+// SetDefaults fills zero fields with their defaults. Replay stays 0 (each
+// rule's horizon and replayMargin).
 func (c *RoleConfig) SetDefaults() {
 	if c.Group == "" {
 		c.Group = DefaultGroup
@@ -166,10 +167,15 @@ type Writer = kafkaio.Writer
 //     alerts are reopened in the engine under their own ids (seed), so
 //     that a situation that began before the replayed input is continued,
 //     not raised again.
-//  2. The input topic is replayed from the first event of the replay
-//     horizon (Replay, by event time; earlier if the group's committed
-//     offset is earlier, so that input never processed is processed) up to
-//     its end at the start, partitions merged by event time, the
+//  2. The input topic is replayed up to its end at the start. Each rule
+//     evaluates the events of its own horizon and an hour (replayMargin;
+//     or of Replay, when set), counted back by event time from the start,
+//     or from the oldest input the group has not committed when that is
+//     earlier, so that input never processed is processed with what came
+//     before it. Records older than every rule that reads their type are
+//     passed over undecoded (a day's heartbeats, which only
+//     device.offline reads, back to its 1h6m). Partitions are merged by
+//     event time, the
 //     watermark held StallMaxHold behind the newest replayed event: the
 //     live hold that waited for a backlog a stall held upstream left no
 //     record, and within a partition that backlog follows newer events.
@@ -200,8 +206,9 @@ type Writer = kafkaio.Writer
 // rebuilt by the code that builds it live, so there is no second format
 // to keep in step with seven kinds, and a changed rule file takes effect on
 // the replayed input too. The cost is a start time proportional to the
-// input of one horizon (at a few thousand events per second and 24 hours,
-// some minutes), during which alerting waits.
+// input of the longest horizon (24 hours for the fuel rules), during which
+// alerting waits: records are read back that far, but decoded and
+// evaluated only as far back as the rules that read them look.
 //
 // # Scale-out
 //

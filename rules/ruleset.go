@@ -399,14 +399,30 @@ func durationField(name string, d time.Duration) error {
 }
 
 // Horizon returns how far back in event time the rule set looks: the
-// longest window or suppression of its rules. A restart that replays this
-// much of the input rebuilds every window and every situation that can
-// still be open, except those that evidence keeps open for longer (they are
-// restored from the alerts topic instead; see Role).
+// longest horizon of its rules (see rule.horizon). A restart that replays
+// this much of the input rebuilds every window and every situation that
+// can still be open, except those that evidence keeps open for longer
+// (they are restored from the alerts topic instead; see Role).
 func (rs *RuleSet) Horizon() time.Duration {
 	var h time.Duration
 	for _, r := range rs.rules {
-		h = max(h, r.kind.window(), time.Duration(r.suppress)*time.Millisecond)
+		h = max(h, r.horizon())
+	}
+	return h
+}
+
+// horizon is how far back in event time r looks: its window or
+// suppression, the dwell of a geofence, and for an absence rule the
+// silence, the group's wait and the recovery together (a key silent for
+// longer has an alert, which a restart reads back).
+func (r *rule) horizon() time.Duration {
+	h := max(r.kind.window(), time.Duration(r.suppress)*time.Millisecond)
+	ms := func(v int64) time.Duration { return time.Duration(v) * time.Millisecond }
+	switch k := r.kind.(type) {
+	case *geofenceRule:
+		h = max(h, ms(k.dwell+k.gap))
+	case *absenceRule:
+		h = max(h, ms(k.silence+k.wait+k.recover))
 	}
 	return h
 }

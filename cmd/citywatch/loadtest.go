@@ -40,6 +40,7 @@ func cmdLoadtest(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run (any chain, or the soak) to this file")
 	chain := fs.String("chain", "store", "store: ingest and sink into ClickHouse; rules: ingest and rules, alert latency and throughput; all: every role on a backlog, beside a plain consumer and a plain insert")
 	events := fs.Int("events", 1_000_000, "with --chain rules or all: events in the backlog of the throughput part")
+	span := fs.Duration("span", 0, "with --chain rules: event time the throughput part's backlog spans, up to now (default: its events at 10,000/s); a day shows what a restart replays")
 	soak := fs.Bool("soak", false, "soak: every role but web (ingest, rules, dispatch, sink) at city load for --duration, a line every --report-every, and a verdict on loss, memory and goroutines at the end (--rate defaults to the city's peak, 3,250/s)")
 	reportEvery := fs.Duration("report-every", time.Minute, "with --soak: how often to print a line")
 	memProfile := fs.String("memprofile", "", "with --soak: write a heap profile to this file when the load stops")
@@ -88,7 +89,7 @@ func cmdLoadtest(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		if len(cfg.PseudonymKey) == 0 {
 			cfg.PseudonymKey = randomKey()
 		}
-		return loadtestRules(ctx, cfg, *rate, *duration, *events, stdout, newLogger(stderr, "warn"))
+		return loadtestRules(ctx, cfg, *rate, *duration, *events, *span, stdout, newLogger(stderr, "warn"))
 	case "all":
 		if len(cfg.PseudonymKey) == 0 {
 			cfg.PseudonymKey = randomKey()

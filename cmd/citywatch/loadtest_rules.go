@@ -42,7 +42,7 @@ const probeEvery = 20 * time.Millisecond
 //     group that only decodes them, and by a rules role with the whole
 //     pack, which on its start evaluates the backlog it finds (the replay
 //     of Role). Both figures are events per second through the broker.
-func loadtestRules(ctx context.Context, cfg Config, rate int, duration time.Duration, n int, stdout io.Writer, log *slog.Logger) error {
+func loadtestRules(ctx context.Context, cfg Config, rate int, duration time.Duration, n int, span time.Duration, stdout io.Writer, log *slog.Logger) error {
 	broker, err := kafkaio.StartEmbedded(cfg.Kafka)
 	if err != nil {
 		return err
@@ -62,7 +62,7 @@ func loadtestRules(ctx context.Context, cfg Config, rate int, duration time.Dura
 	if err := rulesLatency(ctx, cfg, c, p, rate, duration, stdout, log); err != nil {
 		return err
 	}
-	return rulesThroughput(ctx, cfg, c, p, n, stdout, log)
+	return rulesThroughput(ctx, cfg, c, p, n, span, stdout, log)
 }
 
 func newRulesRole(cfg Config, c *city.City, p *event.Pseudonymizer, reg prometheus.Registerer, km *kafkaio.Metrics, log *slog.Logger) (*rules.Role, error) {
@@ -286,7 +286,7 @@ const loadLinger = 5 * time.Millisecond
 // times the city's peak.
 const backlogRate = 10_000
 
-func rulesThroughput(ctx context.Context, cfg Config, c *city.City, p *event.Pseudonymizer, n int, stdout io.Writer, log *slog.Logger) error {
+func rulesThroughput(ctx context.Context, cfg Config, c *city.City, p *event.Pseudonymizer, n int, span time.Duration, stdout io.Writer, log *slog.Logger) error {
 	kc := cfg.Kafka
 	kc.TopicPrefix = "tp."
 	if err := kafkaio.EnsureTopics(ctx, kc, kafkaio.AllTopics...); err != nil {
@@ -301,17 +301,21 @@ func rulesThroughput(ctx context.Context, cfg Config, c *city.City, p *event.Pse
 	var raw []kafka.Message
 	var arena []byte
 	batch := make([]kafka.Message, 0, 5000)
-	// The events span the backlog's time at backlogRate, up to now, a
-	// millisecond's worth per Append: a backlog whose events all had one
-	// time made the replay's merge drain the partitions one after the
-	// other, one reader at a time.
-	first := time.Now().Add(-time.Duration(n) * time.Second / backlogRate)
+	// The events span the backlog's time (at backlogRate unless span is
+	// given), up to now, perMs events per Append: a backlog whose events
+	// all had one time made the replay's merge drain the partitions one
+	// after the other, one reader at a time. Each record's time is its
+	// event's, as when ingest took it at once.
+	if span <= 0 {
+		span = time.Duration(n) * time.Second / backlogRate
+	}
+	first := time.Now().Add(-span)
 	const perMs = backlogRate / 1000
 	for written := 0; written < n; {
 		k := min(5000, n-written)
 		batch = batch[:0]
 		for j := 0; j < k; j += perMs {
-			at := first.Add(time.Duration(written+j) * time.Second / backlogRate)
+			at := first.Add(time.Duration(float64(span) * float64(written+j) / float64(n)))
 			raw, arena = load.Append(raw, arena, at, min(perMs, k-j))
 		}
 		for i := range raw {
@@ -319,7 +323,7 @@ func rulesThroughput(ctx context.Context, cfg Config, c *city.City, p *event.Pse
 				return fmt.Errorf("cannot decode the load's own event: %w", err)
 			}
 			p.Apply(&e)
-			batch = append(batch, kafka.Message{Topic: kc.Topic(kafkaio.TopicEvents), Key: []byte(e.DeviceID), Value: event.AppendJSON(nil, &e)})
+			batch = append(batch, kafka.Message{Topic: kc.Topic(kafkaio.TopicEvents), Key: []byte(e.DeviceID), Value: event.AppendJSON(nil, &e), Time: e.Time})
 		}
 		if err := w.WriteMessages(ctx, batch...); err != nil {
 			w.Close()
@@ -359,7 +363,8 @@ func rulesThroughput(ctx context.Context, cfg Config, c *city.City, p *event.Pse
 	wg.Add(1)
 	start = time.Now()
 	go func() { defer wg.Done(); rerr = role.Run(rctx) }()
-	for sumSeries(reg, "citywatch_rules_replayed_events_total")+sumSeries(reg, "citywatch_rules_late_events_total") < float64(n) && rctx.Err() == nil {
+	for sumSeries(reg, "citywatch_rules_replayed_events_total")+sumSeries(reg, "citywatch_rules_late_events_total")+
+		sumSeries(reg, "citywatch_rules_replay_skipped_total") < float64(n) && rctx.Err() == nil {
 		if time.Since(start) > 10*time.Minute {
 			stop()
 			wg.Wait()
@@ -369,6 +374,7 @@ func rulesThroughput(ctx context.Context, cfg Config, c *city.City, p *event.Pse
 	}
 	rulesTime := time.Since(start)
 	alerts := sumSeries(reg, "citywatch_rules_alerts_total")
+	skipped := sumSeries(reg, "citywatch_rules_replay_skipped_total")
 	stop()
 	wg.Wait()
 	if rerr != nil {
@@ -379,5 +385,6 @@ func rulesThroughput(ctx context.Context, cfg Config, c *city.City, p *event.Pse
 	fmt.Fprintf(stdout, "  rules role, whole default pack:          %.0f events/s (%.2f× the bare consumer)\n",
 		float64(n)/rulesTime.Seconds(), bareTime.Seconds()/rulesTime.Seconds())
 	fmt.Fprintf(stdout, "  alert messages the pack raised:          %.0f\n", alerts)
+	fmt.Fprintf(stdout, "  records the replay passed over, older than the rules reading them look back: %.0f\n", skipped)
 	return nil
 }

@@ -69,7 +69,7 @@ func TestPlantedIncidentsRaisedOnce(t *testing.T) {
 	p := newPipeline(t, chCfg)
 	db := p.openDB(ctx)
 
-	now := time.Now().Add(-30 * time.Second)
+	now := time.Now().Add(-2 * time.Minute)
 	fight := `"type":"camera.detection","camera_class":"A","object":"person","behavior":"fight","confidence":0.93`
 	pass := `"type":"checkpoint.pass","lane":2,"plate":"鄂FA8B52","plate_color":"blue","vehicle_type":"suv","speed_kmh":64`
 	fuel := `"type":"fuel.purchase","station_id":"st-9","buyer_id":"420602199001011233","buyer_name":"张三","fuel":"92","container":"bulk","volume_l":45`
@@ -96,7 +96,9 @@ func TestPlantedIncidentsRaisedOnce(t *testing.T) {
 		t.Fatalf("rules: %v", err)
 	}
 
-	// The same incidents go on after a restart: more evidence for each.
+	// The same incidents go on after a restart: more evidence for each, a
+	// minute on (the default pack's update interval: an update sooner
+	// would wait for that minute to pass on the watermark).
 	stopRules = p.start(ctx, "rules", p.newRules().Run)
 	defer func() {
 		if err := stopRules(); err != nil {
@@ -104,9 +106,9 @@ func TestPlantedIncidentsRaisedOnce(t *testing.T) {
 		}
 	}()
 	p.produce(ctx, []simulators.Message{
-		raw("camera", "cam-e2e-1", "f-2", now.Add(10*time.Second), fight),
-		raw("checkpoint", "kk-e2e-1", "k-2", now.Add(11*time.Second), pass),
-		raw("fuel", "fuel-e2e-1", "p-2", now.Add(12*time.Second), fuel),
+		raw("camera", "cam-e2e-1", "f-2", now.Add(70*time.Second), fight),
+		raw("checkpoint", "kk-e2e-1", "k-2", now.Add(71*time.Second), pass),
+		raw("fuel", "fuel-e2e-1", "p-2", now.Add(72*time.Second), fuel),
 	})
 	waitAlertMessages(ctx, t, db, map[string]uint64{
 		"camera.violence firing":      1,
