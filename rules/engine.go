@@ -256,11 +256,12 @@ func (e *Engine) ProcessReceived(now time.Time, ev *event.Event, received time.T
 // the events from its own horizon plus margin before ref on (from span
 // before ref, when span is set), and no older ones. It returns, by event
 // type, the earliest event time (Unix ms) any rule reading the type
-// evaluates, and the earliest of all; a type no rule reads gets the
-// earliest of all. endReplay lifts the limits.
+// evaluates, and the earliest of all. A type no rule reads gets the
+// latest: its events only move the watermark, which the recent ones do.
+// endReplay lifts the limits.
 func (e *Engine) replayFrom(ref time.Time, span, margin time.Duration) (byType [32]int64, earliest int64) {
 	e.installPending()
-	earliest = math.MaxInt64
+	earliest, latest := int64(math.MaxInt64), int64(math.MinInt64)
 	for i := range byType {
 		byType[i] = math.MaxInt64
 	}
@@ -270,16 +271,19 @@ func (e *Engine) replayFrom(ref time.Time, span, margin time.Duration) (byType [
 			back = run.r.horizon() + margin
 		}
 		run.since = ref.Add(-back).UnixMilli()
-		earliest = min(earliest, run.since)
+		earliest, latest = min(earliest, run.since), max(latest, run.since)
 		for t := range byType {
 			if run.r.reads(event.Type(t)) {
 				byType[t] = min(byType[t], run.since)
 			}
 		}
 	}
+	if len(e.runs) == 0 {
+		earliest, latest = ref.UnixMilli(), ref.UnixMilli()
+	}
 	for t := range byType {
 		if byType[t] == math.MaxInt64 {
-			byType[t] = earliest
+			byType[t] = latest
 		}
 	}
 	return byType, earliest

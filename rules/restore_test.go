@@ -176,7 +176,8 @@ func TestReplayStopsWhenCancelled(t *testing.T) {
 // passed over undecoded. A bulk purchase 20 hours old still counts toward
 // fuel.bulk_repeat (24 h) when the third comes after the restart, while
 // the heartbeats of that time, which only device.offline reads (5
-// minutes, its wait and an hour), are skipped.
+// minutes, its wait and an hour), are skipped, as is a patrol unit's
+// position that no rule reads.
 func TestReplayLooksBackPerRule(t *testing.T) {
 	h := newRoleHarness(t)
 	now := time.Now().Truncate(time.Second)
@@ -201,6 +202,9 @@ func TestReplayLooksBackPerRule(t *testing.T) {
 	bulk := `{"type":"fuel.purchase","device_id":"fuel-1","lat":32.05,"lon":112.15,"station_id":"st-1","buyer_id":"420602199001011233","buyer_name":"张三","fuel":"92","container":"bulk","volume_l":15}`
 	add(hours*time.Hour, "p-old", bulk)
 	add(10*time.Minute, "p-2", bulk)
+	// No rule reads a patrol unit's position: only the recent ones are
+	// decoded, for the watermark.
+	add(2*time.Hour, "unit-old", `{"type":"patrol.position","device_id":"unit-1","lat":32.02,"lon":112.12,"speed_kmh":30,"heading_deg":90,"status":"available"}`)
 	slices.SortStableFunc(msgs, func(a, b kafka.Message) int { return a.Time.Compare(b.Time) })
 	if err := h.writer.WriteMessages(t.Context(), msgs...); err != nil {
 		t.Fatal(err)
@@ -226,11 +230,11 @@ func TestReplayLooksBackPerRule(t *testing.T) {
 	// The horizons count back from p-3, the oldest input not committed:
 	// device.offline's 1h6m. A heartbeat is skipped when its record time
 	// is more than 5 minutes (the most an event may be ahead of it) before
-	// that: those 76 minutes old or older.
+	// that: those more than 76 minutes old.
 	skipped := testutil.ToFloat64(second.metrics.replaySkipped)
-	wantSkipped := float64(2 * (hours*60 - 76 + 1))
-	if skipped < wantSkipped-4 || skipped > wantSkipped+4 {
-		t.Errorf("%v records skipped, want about %v (the heartbeats 76 minutes old or older)", skipped, wantSkipped)
+	wantSkipped := float64(2*(hours*60-76) + 1)
+	if skipped != wantSkipped {
+		t.Errorf("%v records skipped, want about %v (the heartbeats more than 76 minutes old, the old position)", skipped, wantSkipped)
 	}
 	if replayed := testutil.ToFloat64(second.metrics.replayed); replayed+skipped != float64(n+1) {
 		t.Errorf("%v replayed and %v skipped of %d", replayed, skipped, n+1)
