@@ -174,7 +174,8 @@ type Writer = kafkaio.Writer
 //     earlier, so that input never processed is processed with what came
 //     before it. Records older than every rule that reads their type are
 //     passed over undecoded (a day's heartbeats, which only
-//     device.offline reads, back to its 1h6m). Partitions are merged by
+//     device.offline reads, back to its 1h6m; a type no rule reads, back
+//     to the shortest look, for the watermark). Partitions are merged by
 //     event time, the
 //     watermark held StallMaxHold behind the newest replayed event: the
 //     live hold that waited for a backlog a stall held upstream left no
