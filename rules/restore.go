@@ -22,6 +22,12 @@ import (
 // queued; the caller writes them.
 func (r *Role) restore(ctx context.Context) error {
 	start := r.now()
+	p := &r.progress
+	p.replayed.Store(0)
+	p.at.Store(0)
+	p.start.Store(start.UnixMilli())
+	p.restoring.Store(true)
+	defer p.restoring.Store(false)
 	horizon := r.cfg.Replay
 	if horizon == 0 {
 		horizon = r.eng.RuleSet().Horizon() + replayMargin
@@ -348,8 +354,12 @@ func (r *Role) replay(ctx context.Context, start time.Time) (int, error) {
 		if err := next.advance(); err != nil {
 			return n, err
 		}
-		if n%4096 == 0 && ctx.Err() != nil {
-			return n, ctx.Err()
+		if n%4096 == 0 {
+			r.progress.replayed.Store(int64(n))
+			r.progress.at.Store(ms)
+			if ctx.Err() != nil {
+				return n, ctx.Err()
+			}
 		}
 	}
 }

@@ -161,8 +161,14 @@ func TestReplayStopsWhenCancelled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := r.Ready(t.Context()); err == nil || !strings.Contains(err.Error(), "not restored yet") {
+		t.Errorf("Ready before Run: %v, want not restored yet", err)
+	}
 	stop, _ := h.start(r)
 	waitUntil(t, "the replay under way", func() bool { return testutil.ToFloat64(r.metrics.replayed) > 0 })
+	if err := r.Ready(t.Context()); err == nil || !strings.Contains(err.Error(), "restoring the state") {
+		t.Errorf("Ready amid the replay: %v, want restoring the state", err)
+	}
 	if err := stop(); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
@@ -238,6 +244,9 @@ func TestReplayLooksBackPerRule(t *testing.T) {
 	}
 	if replayed := testutil.ToFloat64(second.metrics.replayed); replayed+skipped != float64(n+1) {
 		t.Errorf("%v replayed and %v skipped of %d", replayed, skipped, n+1)
+	}
+	if err := second.Ready(t.Context()); err != nil {
+		t.Errorf("Ready after the restore: %v", err)
 	}
 }
 

@@ -253,6 +253,9 @@ type Role struct {
 	check   *replayCheck
 	scratch []event.Alert
 
+	// progress is what Ready reports while a restore is under way.
+	progress restoreProgress
+
 	// catchUp holds the watermark while a backlog drains; guarded by mu.
 	catchUp catchUp
 	// upstreamBehind is set while the upstream group has raw input it has
@@ -323,7 +326,38 @@ func NewRole(cfg RoleConfig, ecfg Config, kc kafkaio.Config, p *event.Pseudonymi
 	}
 	rel.apply = r.offer
 	r.rel = rel
+	r.progress.restoring.Store(true) // until Run's first restore is over
 	return r, nil
+}
+
+// restoreProgress is how far a restore has come, for Ready.
+type restoreProgress struct {
+	restoring atomic.Bool
+	start     atomic.Int64 // wall clock at its start, Unix ms
+	replayed  atomic.Int64 // events replayed so far
+	at        atomic.Int64 // event time reached, Unix ms; 0: none yet
+}
+
+// Ready reports an error while the role rebuilds its state on a start (or,
+// scaled out, on a rebalance): until then it raises nothing live. The
+// error says how far the replay has come; it names no key. It is the
+// rules' readiness check (/readyz, the status page).
+func (r *Role) Ready(context.Context) error {
+	p := &r.progress
+	if !p.restoring.Load() {
+		return nil
+	}
+	start := p.start.Load()
+	if start == 0 {
+		return errors.New("starting: the state is not restored yet")
+	}
+	began := time.UnixMilli(start)
+	msg := fmt.Sprintf("restoring the state for %s: %d events replayed", r.now().Sub(began).Round(time.Second), p.replayed.Load())
+	if at := p.at.Load(); at != 0 {
+		msg += fmt.Sprintf(", at event time %s (%s before the start)",
+			time.UnixMilli(at).UTC().Format(time.RFC3339), began.Sub(time.UnixMilli(at)).Round(time.Second))
+	}
+	return errors.New(msg)
 }
 
 func (r *Role) markRestored() {

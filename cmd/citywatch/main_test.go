@@ -215,8 +215,16 @@ func TestRunRoles(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	if code, body := get(t, base+"/readyz"); code != http.StatusOK {
-		t.Errorf("/readyz = %d %s", code, body)
+	// Ready once the rules have restored their state.
+	for {
+		code, body := get(t, base+"/readyz")
+		if code == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz = %d %s", code, body)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	if code, body := get(t, base+"/"); code != http.StatusOK || !strings.Contains(body, "ingest") {
 		t.Errorf("/ = %d %s", code, body)

@@ -137,6 +137,7 @@ func runRoles(ctx context.Context, cfg Config, roles map[string]bool, log *slog.
 		if ts := r.Topics(); len(ts) > 0 {
 			lagGroups[r.Group()] = ts
 		}
+		checks["rules"] = r.Ready // not ready while it rebuilds its state
 		rs = append(rs, role{"rules", r.Run})
 	}
 	var dispatcher *dispatch.Role // the web role shows its coverage when both run here
