@@ -305,3 +305,33 @@ func (h *roleHarness) runUntilCommitted(r *Role) {
 		h.t.Fatal(err)
 	}
 }
+
+// TestLateEventsReported: events judged late are warned of at most once a
+// minute, with how many came since the last warning.
+func TestLateEventsReported(t *testing.T) {
+	h := newRoleHarness(t)
+	var buf strings.Builder
+	reg := prometheus.NewRegistry()
+	r, err := NewRole(RoleConfig{}, Config{}, h.kc, testPseudonymizer(t), nil, reg, kafkaio.NewMetrics(reg), slog.New(slog.NewTextHandler(&buf, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	r.reportLateLocked(now)
+	r.eng.stats.Late = 3
+	r.reportLateLocked(now)
+	r.eng.stats.Late = 5
+	r.reportLateLocked(now.Add(30 * time.Second)) // within the minute: not again
+	r.reportLateLocked(now.Add(61 * time.Second))
+	r.reportLateLocked(now.Add(200 * time.Second)) // nothing new
+	var got []string
+	for line := range strings.Lines(buf.String()) {
+		if strings.Contains(line, "later than the allowed lateness") {
+			i := strings.Index(line, "late_events=")
+			got = append(got, strings.Fields(line[i:])[0]+" "+strings.Fields(line[i:])[1])
+		}
+	}
+	if want := []string{"late_events=3 total=3", "late_events=2 total=5"}; !slices.Equal(got, want) {
+		t.Errorf("warnings %q, want %q", got, want)
+	}
+}

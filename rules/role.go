@@ -258,6 +258,10 @@ type Role struct {
 
 	// catchUp holds the watermark while a backlog drains; guarded by mu.
 	catchUp catchUp
+	// lateReported is the engine's late count at the last warning of late
+	// events, lateReportedAt its time; guarded by mu.
+	lateReported   uint64
+	lateReportedAt time.Time
 	// upstreamBehind is set while the upstream group has raw input it has
 	// not committed (see RoleConfig.Upstream).
 	upstreamBehind atomic.Bool
@@ -518,6 +522,23 @@ func (r *Role) advance(now time.Time) {
 	r.eng.Hold(hold)
 	r.scratch = r.eng.Advance(now, r.scratch[:0])
 	r.queueLocked(now, r.scratch)
+	r.reportLateLocked(now)
+}
+
+// lateReportEvery is the least time between two warnings of late events.
+const lateReportEvery = time.Minute
+
+// reportLateLocked warns, at most once every lateReportEvery, of the
+// events judged late since the last warning: each may be a situation
+// nobody was alerted to. r.mu is held.
+func (r *Role) reportLateLocked(now time.Time) {
+	late := r.eng.stats.Late
+	if late == r.lateReported || now.Sub(r.lateReportedAt) < lateReportEvery {
+		return
+	}
+	r.log.Warn("events came later than the allowed lateness: they are stored, but raised no alert",
+		"late_events", late-r.lateReported, "total", late, "lateness", r.eng.cfg.Lateness.String())
+	r.lateReported, r.lateReportedAt = late, now
 }
 
 // holdLocked returns the time the watermark may not pass: the partition
