@@ -50,7 +50,7 @@ demo: clickhouse-start build
 # local ClickHouse (with a plain clickhouse-go insert of the same rows
 # beside it), the end-to-end load run into ClickHouse, the alerting load run
 # (produced → alert latency at 10,000 events/s; throughput against a bare
-# consumer), and the gateway's RTP and GA/T 1400 rates. Outputs land in
+# consumer; a restart on a day of input), and the gateway's RTP and GA/T 1400 rates. Outputs land in
 # .run/ for benchstat.
 bench: clickhouse-start build
 	@mkdir -p .run
@@ -60,6 +60,7 @@ bench: clickhouse-start build
 	CITYWATCH_REQUIRE_CLICKHOUSE=1 $(GO) test -run '^$$' -bench . -benchmem -count $(BENCH_COUNT) ./store/ | tee .run/bench-store.txt
 	$(BIN) loadtest --duration $(LOAD_DURATION) --rate $(LOAD_RATE) | tee .run/loadtest.txt
 	$(BIN) loadtest --chain rules --duration 30s --rate 10000 --events 1000000 | tee .run/loadtest-rules.txt
+	$(BIN) loadtest --chain rules --duration 1s --rate 10000 --events 1000000 --span 24h | tee .run/loadtest-rules-restart.txt
 	$(BIN) loadtest --chain all --events 1000000 | tee .run/loadtest-all.txt
 	CITYWATCH_REQUIRE_CLICKHOUSE=1 $(GO) test -count=1 -timeout 30m -run '^TestClickHouseOutageUnderLoad$$' -v ./internal/e2e/ -args -outage.duration $(OUTAGE_DURATION) -outage.rate 3250 -outage.batch-rows 10000 | tee .run/outage.txt
 	CITYWATCH_REQUIRE_CLICKHOUSE=1 $(GO) test -count=1 -run '^TestOverloadDegradesByLag$$' -v ./internal/e2e/ | tee .run/overload.txt
