@@ -174,14 +174,8 @@ type face struct {
 	SubImageList     images
 }
 
-var faceFields = newFieldSet("FaceID", "DeviceID", "FaceAppearTime", "ShotTime", "LocationMarkTime", "AppearTime", "SubImageList")
-
-func (r *face) absent() uint32 {
-	var a absence
-	a.set(0, r.FaceID == "")
-	a.set(1, r.DeviceID == "")
-	a.set(2, r.FaceAppearTime == "" && r.ShotTime == "" && r.LocationMarkTime == "" && r.AppearTime == "", 3, 4, 5)
-	return uint32(a)
+func (r *face) sighting() sighting {
+	return sighting{r.FaceID, r.DeviceID, [4]text{r.FaceAppearTime, r.ShotTime, r.LocationMarkTime, r.AppearTime}, r.SubImageList}
 }
 
 type person struct {
@@ -194,13 +188,41 @@ type person struct {
 	SubImageList     images
 }
 
-var personFields = newFieldSet("PersonID", "DeviceID", "PersonAppearTime", "ShotTime", "LocationMarkTime", "AppearTime", "SubImageList")
+func (r *person) sighting() sighting {
+	return sighting{r.PersonID, r.DeviceID, [4]text{r.PersonAppearTime, r.ShotTime, r.LocationMarkTime, r.AppearTime}, r.SubImageList}
+}
 
-func (r *person) absent() uint32 {
+// sighting is what the mapper reads of a face or a person record, which
+// differ only in the names of their id and first time field.
+type sighting struct {
+	id, device text
+	times      [4]text // the kind's appearance time, ShotTime, LocationMarkTime, AppearTime
+	images     images
+}
+
+// sightingKind names the fields of a kind of sighting record, in the
+// order of sighting.
+type sightingKind struct {
+	object string // the event's object
+	fields fieldSet
+	names  [6]string // id, device, then the four times
+}
+
+func newSightingKind(object, id, appear string) sightingKind {
+	names := [6]string{id, "DeviceID", appear, "ShotTime", "LocationMarkTime", "AppearTime"}
+	return sightingKind{object: object, names: names, fields: newFieldSet(append(names[:], "SubImageList")...)}
+}
+
+var (
+	faceKind   = newSightingKind("face", "FaceID", "FaceAppearTime")
+	personKind = newSightingKind("person", "PersonID", "PersonAppearTime")
+)
+
+func (r *sighting) absent() uint32 {
 	var a absence
-	a.set(0, r.PersonID == "")
-	a.set(1, r.DeviceID == "")
-	a.set(2, r.PersonAppearTime == "" && r.ShotTime == "" && r.LocationMarkTime == "" && r.AppearTime == "", 3, 4, 5)
+	a.set(0, r.id == "")
+	a.set(1, r.device == "")
+	a.set(2, r.times == [4]text{}, 3, 4, 5)
 	return uint32(a)
 }
 
@@ -357,55 +379,40 @@ func (m *mapper) motorVehicle(raw []byte, e *event.Event, ri *recordInfo) error 
 
 func (m *mapper) face(raw []byte, e *event.Event, ri *recordInfo) error {
 	var r face
-	if err := json.Unmarshal(raw, &r); err != nil {
-		ri.id = idOf(raw, "FaceID")
-		return badRecord("cannot decode record: %v", jsonReason(err))
-	}
-	ri.device = string(r.DeviceID)
-	ri.misspelt = findMisspelt(raw, faceFields, r.absent(), ri.misspelt[:0])
-	id, err := recordID("FaceID", r.FaceID, ri)
-	if err != nil {
-		return err
-	}
-	ri.id = id
-	e.Reset()
-	e.ID = "viid-face-" + id
-	if e.Time, err = m.firstTime(ri, [4]text{r.FaceAppearTime, r.ShotTime, r.LocationMarkTime, r.AppearTime},
-		"FaceAppearTime", "ShotTime", "LocationMarkTime", "AppearTime"); err != nil {
-		return err
-	}
-	if err := m.camera(r.DeviceID, e, ri); err != nil {
-		return err
-	}
-	e.Object, e.Count, e.Confidence = "face", 1, 1
-	e.Attrs = r.SubImageList.appendAttrs(e.Attrs)
-	return nil
+	err := json.Unmarshal(raw, &r)
+	return m.sighting(raw, err, r.sighting(), &faceKind, e, ri)
 }
 
 func (m *mapper) person(raw []byte, e *event.Event, ri *recordInfo) error {
 	var r person
-	if err := json.Unmarshal(raw, &r); err != nil {
-		ri.id = idOf(raw, "PersonID")
-		return badRecord("cannot decode record: %v", jsonReason(err))
+	err := json.Unmarshal(raw, &r)
+	return m.sighting(raw, err, r.sighting(), &personKind, e, ri)
+}
+
+// sighting maps a face or person record r, decoded from raw with error
+// decodeErr, to a camera.detection of k's object.
+func (m *mapper) sighting(raw []byte, decodeErr error, r sighting, k *sightingKind, e *event.Event, ri *recordInfo) error {
+	if decodeErr != nil {
+		ri.id = idOf(raw, k.names[0])
+		return badRecord("cannot decode record: %v", jsonReason(decodeErr))
 	}
-	ri.device = string(r.DeviceID)
-	ri.misspelt = findMisspelt(raw, personFields, r.absent(), ri.misspelt[:0])
-	id, err := recordID("PersonID", r.PersonID, ri)
+	ri.device = string(r.device)
+	ri.misspelt = findMisspelt(raw, k.fields, r.absent(), ri.misspelt[:0])
+	id, err := recordID(k.names[0], r.id, ri)
 	if err != nil {
 		return err
 	}
 	ri.id = id
 	e.Reset()
-	e.ID = "viid-person-" + id
-	if e.Time, err = m.firstTime(ri, [4]text{r.PersonAppearTime, r.ShotTime, r.LocationMarkTime, r.AppearTime},
-		"PersonAppearTime", "ShotTime", "LocationMarkTime", "AppearTime"); err != nil {
+	e.ID = "viid-" + k.object + "-" + id
+	if e.Time, err = m.firstTime(ri, r.times, k.names[2], k.names[3], k.names[4], k.names[5]); err != nil {
 		return err
 	}
-	if err := m.camera(r.DeviceID, e, ri); err != nil {
+	if err := m.camera(r.device, e, ri); err != nil {
 		return err
 	}
-	e.Object, e.Count, e.Confidence = "person", 1, 1
-	e.Attrs = r.SubImageList.appendAttrs(e.Attrs)
+	e.Object, e.Count, e.Confidence = k.object, 1, 1
+	e.Attrs = r.images.appendAttrs(e.Attrs)
 	return nil
 }
 

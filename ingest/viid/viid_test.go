@@ -296,3 +296,36 @@ func TestParseTime(t *testing.T) {
 		}
 	}
 }
+
+// TestSightingRecords: face and person records map alike, each by the
+// names of its own id and time fields, and their errors name those
+// fields.
+func TestSightingRecords(t *testing.T) {
+	m := mapper{devices: devices, loc: shanghai}
+	for _, tc := range []struct {
+		name string
+		fn   func([]byte, *event.Event, *recordInfo) error
+		raw  string
+		want string // the event's id and object, or the error
+	}{
+		{"face", m.face, `{"FaceID":"f-1","DeviceID":"cam-a-00001","FaceAppearTime":"20261126081540"}`, "viid-face-f-1 face"},
+		{"person by ShotTime", m.person, `{"PersonID":"p-1","DeviceID":"cam-a-00001","ShotTime":"20261126081540"}`, "viid-person-p-1 person"},
+		{"face id missing", m.face, `{"PersonID":"p-1","DeviceID":"cam-a-00001","ShotTime":"20261126081540"}`, "FaceID missing"},
+		{"person id misspelt", m.person, `{"PesronID":"p-1","DeviceID":"cam-a-00001","ShotTime":"20261126081540"}`, "PersonID missing"},
+		{"person time misspelt", m.person, `{"PersonID":"p-1","DeviceID":"cam-a-00001","PersonApearTime":"20261126081540"}`, "PersonAppearTime"},
+		{"face undecodable", m.face, `{"FaceID":"f-1","DeviceID":["x"]}`, "cannot decode record"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var e event.Event
+			var ri recordInfo
+			err := tc.fn([]byte(tc.raw), &e, &ri)
+			got := e.ID + " " + e.Object
+			if err != nil {
+				got = err.Error()
+			}
+			if !strings.Contains(got, tc.want) {
+				t.Errorf("got %q, want %q in it", got, tc.want)
+			}
+		})
+	}
+}
