@@ -175,13 +175,7 @@ func PeekType(msg []byte) Type {
 	if j < 0 {
 		return TypeUnknown
 	}
-	name := rest[:j]
-	for t := TypeCameraDetection; t < numTypes; t++ {
-		if string(name) == typeNames[t] {
-			return t
-		}
-	}
-	return TypeUnknown
+	return ParseType(string(rest[:j]))
 }
 
 // peekTypeWithin is how far into a message PeekType looks: past an id of

@@ -88,8 +88,7 @@ func (x *evalCtx) raise(h *hit) {
 			return
 		}
 		// The old situation ended quietly before the sweep saw it.
-		x.eng.sendDue(run, s, t)
-		x.eng.emit(run, s, event.AlertResolved)
+		x.eng.endQuietly(run, s, t)
 		run.sits.delete(string(key))
 	}
 	if run.sits.len() >= x.eng.cfg.MaxOpenAlerts {
@@ -173,6 +172,13 @@ func (e *Engine) sendDue(run *ruleRun, s *situation, t int64) {
 	if s.held && t >= s.sent+run.r.updateEvery {
 		e.send(run, s, event.AlertUpdated)
 	}
+}
+
+// endQuietly resolves s, whose suppression window passed by t (Unix ms),
+// after the update it holds.
+func (e *Engine) endQuietly(run *ruleRun, s *situation, t int64) {
+	e.sendDue(run, s, t)
+	e.emit(run, s, event.AlertResolved)
 }
 
 // sendHeld sends the updates held back by the rule's update interval whose
@@ -301,8 +307,7 @@ func (e *Engine) expireSituations(run *ruleRun) {
 		if s.sticky {
 			return true
 		}
-		e.sendDue(run, s, e.wm)
-		e.emit(run, s, event.AlertResolved)
+		e.endQuietly(run, s, e.wm)
 		return false
 	})
 }

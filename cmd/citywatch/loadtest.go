@@ -272,9 +272,9 @@ func cmdLoadtest(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	return nil
 }
 
-// sumSeries adds up every series of the counter or gauge called name in
-// reg.
-func sumSeries(reg *prometheus.Registry, name string) float64 {
+// sumSeries adds up every series of the counters or gauges called names
+// in reg, from one gathering.
+func sumSeries(reg *prometheus.Registry, names ...string) float64 {
 	mfs, err := reg.Gather()
 	if err != nil {
 		return 0
@@ -283,7 +283,11 @@ func sumSeries(reg *prometheus.Registry, name string) float64 {
 	for _, mf := range mfs {
 		m[mf.GetName()] = mf
 	}
-	return m.sum(name, nil)
+	var total float64
+	for _, name := range names {
+		total += m.sum(name, nil)
+	}
+	return total
 }
 
 // histogramMeans returns the mean of each series of histogram name in reg,

@@ -368,8 +368,8 @@ func rulesThroughput(ctx context.Context, cfg Config, c *city.City, p *event.Pse
 	wg.Add(1)
 	start = time.Now()
 	go func() { defer wg.Done(); rerr = role.Run(rctx) }()
-	for sumSeries(reg, "citywatch_rules_replayed_events_total")+sumSeries(reg, "citywatch_rules_late_events_total")+
-		sumSeries(reg, "citywatch_rules_replay_skipped_total") < float64(n) && rctx.Err() == nil {
+	for sumSeries(reg, "citywatch_rules_replayed_events_total", "citywatch_rules_late_events_total",
+		"citywatch_rules_replay_skipped_total") < float64(n) && rctx.Err() == nil {
 		if time.Since(start) > 10*time.Minute {
 			stop()
 			wg.Wait()
