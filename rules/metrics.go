@@ -101,7 +101,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	})
 	m.stalled = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "citywatch_rules_stalled_partitions",
-		Help: "Partitions of the raw topics (ingest's group) or of the events topic (another rules member) with messages that have not moved for a tick, or that still catch up after such a stall; they hold the watermark at their first waiting message.",
+		Help: "Partitions of the raw topics (ingest's group) or of the events topic (another rules member) with messages that have not moved for a tick, or that still catch up after such a stall, or whose drained backlog the rules have not read yet; they hold the watermark at their first waiting message.",
 	})
 	m.shards = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "citywatch_rules_shards_owned",

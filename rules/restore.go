@@ -234,6 +234,7 @@ func (r *Role) replay(ctx context.Context, start time.Time) (int, error) {
 		}
 	}
 	r.skipBelow = map[int]int64{}
+	r.readTo = r.readTo[:0]
 	rctx, cancel := context.WithCancel(ctx)
 	var readers sync.WaitGroup
 	var cursors []*replayCursor
@@ -298,7 +299,13 @@ func (r *Role) replay(ctx context.Context, start time.Time) (int, error) {
 		}
 		if next == nil {
 			// Every reader is done, or ctx ended them.
-			return n, ctx.Err()
+			if ctx.Err() != nil {
+				return n, ctx.Err()
+			}
+			for p, end := range r.skipBelow {
+				r.readLocked(p, end-1)
+			}
+			return n, nil
 		}
 		e := next.head
 		// Every replayed event arrives at the start, as far as the

@@ -272,6 +272,11 @@ type Role struct {
 	polled     chan struct{}
 	polledOnce sync.Once
 
+	// readTo is, per partition of the events topic, the offset after the
+	// last message evaluated: the restart's replay, then the messages
+	// delivered. The stall watch waits on it (reached); guarded by mu.
+	readTo []int64
+
 	// skipBelow holds, per partition of the events topic, the end offset
 	// that the restart replayed up to; written before the consumer starts
 	// and read-only after.
@@ -573,19 +578,14 @@ func (r *Role) watchStalls(ctx context.Context) {
 	if r.cfg.Shards == 0 {
 		sources = append(sources, stallSource{group: r.cfg.Group, topics: []string{r.eventsTopic}, own: true})
 	}
-	w := newStallWatch(r.kc.Client(), r.cfg.StallMaxHold, sources...)
-	delivered := func(p int, since time.Time) bool {
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		return p < len(r.catchUp.parts) && !r.catchUp.parts[p].seen.Before(since)
-	}
+	w := newStallWatch(r.kc.Client(), r.cfg.StallMaxHold, r.eventsTopic, sources...)
 	t := time.NewTicker(r.tickEvery)
 	defer t.Stop()
 	var lastErr string
 	told := false // a stall was logged
 	for {
 		qctx, cancel := context.WithTimeout(ctx, r.tickEvery)
-		rep, ok, err := w.poll(qctx, r.now(), delivered)
+		rep, ok, err := w.poll(qctx, r.now(), r)
 		cancel()
 		if ok {
 			if r.metrics != nil {
@@ -624,6 +624,37 @@ func (r *Role) watchStalls(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// delivered implements stallRole.
+func (r *Role) delivered(p int, since time.Time) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return p < len(r.catchUp.parts) && !r.catchUp.parts[p].seen.Before(since)
+}
+
+// reached implements stallRole.
+func (r *Role) reached(ends map[int]int64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for p, end := range ends {
+		if end > 0 && (p >= len(r.readTo) || r.readTo[p] < end) {
+			return false
+		}
+	}
+	return true
+}
+
+// readLocked notes that the message at offset of partition p of the
+// input was evaluated. r.mu is held.
+func (r *Role) readLocked(p int, offset int64) {
+	if p < 0 {
+		return
+	}
+	if p >= len(r.readTo) {
+		r.readTo = append(r.readTo, make([]int64, p+1-len(r.readTo))...)
+	}
+	r.readTo[p] = max(r.readTo[p], offset+1)
 }
 
 // awaitFirstPoll waits for the stall watch's first answer, a poll's
@@ -694,10 +725,14 @@ func (h *handler) Add(m *kafka.Message) {
 			r.metrics.undecodable.Inc()
 		}
 		r.log.Error("cannot decode normalised event; skipped", "partition", m.Partition, "offset", m.Offset, "err", err)
+		r.mu.Lock()
+		r.readLocked(m.Partition, m.Offset)
+		r.mu.Unlock()
 		return
 	}
 	now := r.now()
 	r.mu.Lock()
+	r.readLocked(m.Partition, m.Offset)
 	t := h.ev.Time
 	if !m.Time.IsZero() && m.Time.Before(t) {
 		t = m.Time // a clock ahead of the receipt (see Engine.ProcessReceived)

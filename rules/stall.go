@@ -44,6 +44,16 @@ import (
 // has messages waiting is taken as one that moves again after a stall:
 // a process restarted while ingest drains a backlog holds for it too.
 //
+// When such a partition is drained (nothing waits, or what waits is about
+// now), ingest has written its backlog to the events topic, but the role
+// may not have read it yet: a restarted process may still be joining its
+// group, which waits for its dead predecessor's session to time out. Its
+// hold stays until the role has evaluated the events topic up to the end
+// offsets read at the drain (stallRole.reached). Released at the drain,
+// the backlog came behind newer events of the same events partitions with
+// no hold left, and was late (a planted purchase in about one crash loop
+// in three under the whole test suite's load).
+//
 // A hold is never further back than maxHold from now: a partition that
 // stays stalled (a group nobody consumes any more) then delays the timers
 // by maxHold at most, and its events, when they come, are late beyond it.
@@ -53,11 +63,32 @@ type stallWatch struct {
 	client  *kafka.Client
 	sources []stallSource
 	maxHold time.Duration
+	// out is the topic the role reads, which ingest writes to.
+	out string
 
 	prevPoll time.Time
 	last     map[stallPart]int64      // committed offset at the previous poll
 	stamps   map[stallPart]stallStamp // record time at a stalled offset
 	catching map[stallPart]bool       // stalled, and not caught up since
+	drains   map[stallPart]stallDrain // drained upstream, not read by the role yet
+}
+
+// stallRole is what the stall watch asks of the role it holds for.
+type stallRole interface {
+	// delivered reports whether the role delivered a message of
+	// partition p of its input since a time.
+	delivered(p int, since time.Time) bool
+	// reached reports whether the role has evaluated its input up to
+	// ends, the end offsets of its partitions.
+	reached(ends map[int]int64) bool
+}
+
+// stallDrain is an upstream partition that was drained after a stall:
+// its events are in the role's input, up to ends at the latest.
+type stallDrain struct {
+	hold time.Time     // the partition's hold when it was drained
+	at   time.Time     // when it was drained
+	ends map[int]int64 // the input's end offsets then; nil: not read yet
 }
 
 // caughtUp is how close to now the first waiting message of a partition
@@ -91,9 +122,11 @@ type stallReport struct {
 	hold        time.Time // the time the watermark may not pass; zero: none
 }
 
-func newStallWatch(client *kafka.Client, maxHold time.Duration, sources ...stallSource) *stallWatch {
-	return &stallWatch{client: client, sources: sources, maxHold: maxHold,
-		last: map[stallPart]int64{}, stamps: map[stallPart]stallStamp{}, catching: map[stallPart]bool{}}
+// newStallWatch returns a watch of sources for a role that reads out.
+func newStallWatch(client *kafka.Client, maxHold time.Duration, out string, sources ...stallSource) *stallWatch {
+	return &stallWatch{client: client, sources: sources, maxHold: maxHold, out: out,
+		last: map[stallPart]int64{}, stamps: map[stallPart]stallStamp{}, catching: map[stallPart]bool{},
+		drains: map[stallPart]stallDrain{}}
 }
 
 // release forgets that partition k held the watermark.
@@ -102,13 +135,12 @@ func (w *stallWatch) release(k stallPart) {
 	delete(w.catching, k)
 }
 
-// poll reads the groups' positions at now. delivered reports whether the
-// role delivered a message of partition p of its input since a time. When
-// a group's positions cannot be read, ok is false and the caller keeps
-// its previous answer: the brokers are then likely out of reach for the
-// input too. A record time that cannot be read leaves its partition out
-// of the hold; err then says why.
-func (w *stallWatch) poll(ctx context.Context, now time.Time, delivered func(p int, since time.Time) bool) (rep stallReport, ok bool, err error) {
+// poll reads the groups' positions at now, for role. When a group's
+// positions cannot be read, ok is false and the caller keeps its previous
+// answer: the brokers are then likely out of reach for the input too. A
+// record time or end offsets that cannot be read leave their partition
+// out of the hold, or keep a drained one holding; err then says why.
+func (w *stallWatch) poll(ctx context.Context, now time.Time, role stallRole) (rep stallReport, ok bool, err error) {
 	positions := make([]map[string]map[int]kafkaio.Position, len(w.sources))
 	for i, src := range w.sources {
 		pos, err := kafkaio.Positions(ctx, w.client, src.group, src.topics)
@@ -133,8 +165,12 @@ func (w *stallWatch) poll(ctx context.Context, now time.Time, delivered func(p i
 				// rules restarted meanwhile): it is looked at as one that
 				// moves again after a stall.
 				first := !known && !src.own
-				if x.Lag() == 0 || !known && src.own || moving && !w.catching[k] ||
-					src.own && delivered(p, w.prevPoll) {
+				held := w.stamps[k] // the hold of the previous poll, if catching
+				if x.Lag() == 0 {
+					w.drained(k, held, now, src.own)
+					continue
+				}
+				if !known && src.own || moving && !w.catching[k] || src.own && role.delivered(p, w.prevPoll) {
 					w.release(k)
 					continue
 				}
@@ -150,7 +186,7 @@ func (w *stallWatch) poll(ctx context.Context, now time.Time, delivered func(p i
 				}
 				if (moving || first) && !st.t.Before(now.Add(-caughtUp)) {
 					// Its backlog is drained: what waits is about now.
-					w.release(k)
+					w.drained(k, held, now, src.own)
 					continue
 				}
 				w.catching[k] = true
@@ -168,9 +204,47 @@ func (w *stallWatch) poll(ctx context.Context, now time.Time, delivered func(p i
 			w.release(k)
 		}
 	}
+	var ends map[int]int64 // read once per poll, after the positions
+	read := false
+	for k, d := range w.drains {
+		if d.ends == nil {
+			if !read {
+				var eerr error
+				ends, eerr = kafkaio.EndOffsets(ctx, w.client, w.out)
+				err, read = cmp.Or(err, eerr), true
+			}
+			if len(ends) > 0 {
+				d.ends = ends
+				w.drains[k] = d
+			}
+		}
+		// A drain the role has not read within maxHold is not waited
+		// for longer than a stall is.
+		if d.ends != nil && role.reached(d.ends) || now.Sub(d.at) > w.maxHold {
+			delete(w.drains, k)
+			continue
+		}
+		rep.stalled++
+		rep.hold = earlier(rep.hold, d.hold)
+	}
 	w.prevPoll = now
 	if floor := now.Add(-w.maxHold); !rep.hold.IsZero() && rep.hold.Before(floor) {
 		rep.hold = floor
 	}
 	return rep, true, err
+}
+
+// drained releases partition k, whose backlog is drained at now; held is
+// its stamp until then. An upstream partition that held the watermark
+// goes on holding there until the role has read what was drained (see
+// stallWatch).
+func (w *stallWatch) drained(k stallPart, held stallStamp, now time.Time, own bool) {
+	if w.catching[k] && !own && !held.t.IsZero() {
+		d, ok := w.drains[k]
+		if !ok || held.t.Before(d.hold) {
+			d.hold = held.t
+		}
+		w.drains[k] = stallDrain{hold: d.hold, at: now}
+	}
+	w.release(k)
 }

@@ -97,23 +97,9 @@ func (p Position) Lag() int64 { return max(p.End-p.Committed, 0) }
 // read from the brokers. Partitions whose offsets the brokers did not
 // answer are left out.
 func Positions(ctx context.Context, client *kafka.Client, group string, topics []string) (map[string]map[int]Position, error) {
-	meta, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: topics})
-	if err != nil {
-		return nil, fmt.Errorf("cannot read metadata: %w", err)
-	}
-	parts := map[string][]int{}
-	ends := map[string][]kafka.OffsetRequest{}
-	for _, t := range meta.Topics {
-		if t.Error != nil {
-			continue
-		}
-		for _, p := range t.Partitions {
-			parts[t.Name] = append(parts[t.Name], p.ID)
-			ends[t.Name] = append(ends[t.Name], kafka.LastOffsetOf(p.ID))
-		}
-	}
-	if len(parts) == 0 {
-		return nil, nil
+	parts, ends, err := listEnds(ctx, client, topics)
+	if err != nil || len(parts) == 0 {
+		return nil, err
 	}
 	committed, err := client.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group, Topics: parts})
 	if err != nil {
@@ -144,6 +130,48 @@ func Positions(ctx context.Context, client *kafka.Client, group string, topics [
 		}
 	}
 	return out, nil
+}
+
+// EndOffsets returns the end offset of each partition of topic, the
+// offset the next message written will have, read from the brokers.
+// Partitions whose offsets the brokers did not answer are left out.
+func EndOffsets(ctx context.Context, client *kafka.Client, topic string) (map[int]int64, error) {
+	parts, ends, err := listEnds(ctx, client, []string{topic})
+	if err != nil || len(parts) == 0 {
+		return nil, err
+	}
+	end, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: ends})
+	if err != nil {
+		return nil, fmt.Errorf("cannot list end offsets: %w", err)
+	}
+	out := map[int]int64{}
+	for _, p := range end.Topics[topic] {
+		if p.Error == nil {
+			out[p.Partition] = p.LastOffset
+		}
+	}
+	return out, nil
+}
+
+// listEnds reads the partitions of topics from the metadata, and returns
+// them with the requests for their end offsets.
+func listEnds(ctx context.Context, client *kafka.Client, topics []string) (map[string][]int, map[string][]kafka.OffsetRequest, error) {
+	meta, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: topics})
+	if err != nil {
+		return nil, nil, fmt.Errorf("cannot read metadata: %w", err)
+	}
+	parts := map[string][]int{}
+	ends := map[string][]kafka.OffsetRequest{}
+	for _, t := range meta.Topics {
+		if t.Error != nil {
+			continue
+		}
+		for _, p := range t.Partitions {
+			parts[t.Name] = append(parts[t.Name], p.ID)
+			ends[t.Name] = append(ends[t.Name], kafka.LastOffsetOf(p.ID))
+		}
+	}
+	return parts, ends, nil
 }
 
 // RecordTime returns the timestamp of the record at offset of a
