@@ -57,7 +57,7 @@ func (r *Role) restore(ctx context.Context) error {
 		}
 	}
 
-	replayed, err := r.replay(ctx, start)
+	replayed, from, err := r.replay(ctx, start)
 	if err != nil {
 		return fmt.Errorf("cannot restore rules state: %w", err)
 	}
@@ -77,7 +77,7 @@ func (r *Role) restore(ctx context.Context) error {
 	r.queueLocked(start, r.scratch)
 	r.log.Info("rules state restored",
 		"alerts_read", check.read, "open_alerts", seeded, "replayed_events", replayed,
-		"replay", horizon.String(), "lost_alerts_found", r.outbox.Len(), "took", r.now().Sub(start).String())
+		"replayed_from", from, "lost_alerts_found", r.outbox.Len(), "took", r.now().Sub(start).String())
 	return nil
 }
 
@@ -219,18 +219,19 @@ const replayMargin = time.Hour
 // (Engine.replayFrom), counted back from the start or from the oldest
 // input the group has not committed, whichever is earlier; records older
 // than every rule that reads their type are passed over undecoded. The
-// input the group never committed is replayed whatever its age. r.mu is
-// held.
-func (r *Role) replay(ctx context.Context, start time.Time) (int, error) {
+// input the group never committed is replayed whatever its age. It
+// returns the events replayed and the event time the longest-looking rule
+// evaluated from. r.mu is held.
+func (r *Role) replay(ctx context.Context, start time.Time) (int, time.Time, error) {
 	parts, err := kafkaio.Partitions(ctx, r.kc, r.eventsTopic)
 	if err != nil {
-		return 0, err
+		return 0, time.Time{}, err
 	}
 	committed := map[int]int64{}
 	if r.cfg.Shards == 0 {
 		// A scaled-out role keeps no input position (see runSharded).
 		if committed, err = r.committed(ctx, parts); err != nil {
-			return 0, err
+			return 0, time.Time{}, err
 		}
 	}
 	r.skipBelow = map[int]int64{}
@@ -247,14 +248,14 @@ func (r *Role) replay(ctx context.Context, start time.Time) (int, error) {
 	// still to come by several milliseconds each.
 	prs, err := openPartitions(ctx, r.kc, r.eventsTopic, parts)
 	if err != nil {
-		return 0, err
+		return 0, time.Time{}, err
 	}
 	ref, err := r.oldestUncommitted(prs, committed, start)
 	if err != nil {
 		for _, pr := range prs {
 			pr.Close()
 		}
-		return 0, err
+		return 0, time.Time{}, err
 	}
 	byType, earliest := r.eng.replayFrom(ref, r.cfg.Replay, replayMargin)
 	defer r.eng.endReplay()
@@ -277,7 +278,7 @@ func (r *Role) replay(ctx context.Context, start time.Time) (int, error) {
 	}
 	for _, c := range cursors {
 		if err := c.advance(); err != nil {
-			return 0, err
+			return 0, time.Time{}, err
 		}
 	}
 	n := 0
@@ -300,12 +301,12 @@ func (r *Role) replay(ctx context.Context, start time.Time) (int, error) {
 		if next == nil {
 			// Every reader is done, or ctx ended them.
 			if ctx.Err() != nil {
-				return n, ctx.Err()
+				return n, since, ctx.Err()
 			}
 			for p, end := range r.skipBelow {
 				r.readLocked(p, end-1)
 			}
-			return n, nil
+			return n, since, nil
 		}
 		e := next.head
 		// Every replayed event arrives at the start, as far as the
@@ -355,17 +356,17 @@ func (r *Role) replay(ctx context.Context, start time.Time) (int, error) {
 			err := r.flushPending(ctx)
 			r.mu.Lock()
 			if err != nil {
-				return n, err
+				return n, since, err
 			}
 		}
 		if err := next.advance(); err != nil {
-			return n, err
+			return n, since, err
 		}
 		if n%4096 == 0 {
 			r.progress.replayed.Store(int64(n))
 			r.progress.at.Store(ms)
 			if ctx.Err() != nil {
-				return n, ctx.Err()
+				return n, since, ctx.Err()
 			}
 		}
 	}

@@ -75,8 +75,15 @@ for (const k of Object.keys(filters)) {
 // --- the feed: list first, then SSE from the list's position ---
 // While the list loads (after a resync), the feed goes on: its frames are
 // held and applied on top of the list, those the list does not include
-// yet (after its feed_seq), so that none is lost to the reload.
+// yet (after its feed_seq), so that none is lost to the reload. Loads run
+// one after another: a second resync during a load waits for it, so that
+// one load's end does not apply the other's frames or drop them.
 let held = null;
+let loading = Promise.resolve(0);
+function reload() {
+  loading = loading.catch(() => 0).then(load);
+  return loading;
+}
 async function load() {
   held = [];
   try {
@@ -100,7 +107,9 @@ function connect(after) {
     const a = JSON.parse(ev.data);
     if (held) held.push({ seq: lastSeq, alert: a }); else upsert(a);
   });
-  source.addEventListener("resync", async () => { const seq = await load(); lastSeq = Math.max(lastSeq, seq); });
+  source.addEventListener("resync", async () => {
+    try { const seq = await reload(); lastSeq = Math.max(lastSeq, seq); } catch (e) { console.error(e); }
+  });
 }
 
 // --- the map ---
@@ -192,4 +201,4 @@ async function muteIt(a) {
   try { await api("/api/mutes", { method: "POST", body }); rows.delete(a.id); renderAll(); } catch (e) { alert(e.message); }
 }
 
-load().then((seq) => { lastSeq = seq; connect(seq); }).catch((e) => console.error(e));
+reload().then((seq) => { lastSeq = seq; connect(seq); }).catch((e) => console.error(e));
