@@ -103,7 +103,23 @@ func TestBrowser(t *testing.T) {
 	// The patrol user sees the dispatch and accepts it.
 	pat := newSession("pat")
 	e.publishDispatch(event.Dispatch{ID: "db1", AlertID: "b1", UnitID: "unit-001", Status: event.DispatchAssigned, Time: now, ETASeconds: 50, DistanceM: 600, CircleID: "circle-01", TierMinutes: 1})
-	if err := chromedp.Do(pat, chromedp.WaitEnabled("#b-accepted"), chromedp.Click("#b-accepted")); err != nil {
+	// The connection banner, shown when a refresh fails, does not move
+	// the buttons under the officer's finger.
+	if err := chromedp.Do(pat, chromedp.WaitEnabled("#b-accepted")); err != nil {
+		t.Fatalf("patrol dispatch: %v", err)
+	}
+	moved, err := chromedp.Run(pat, chromedp.Evaluate[bool](`(() => {
+		const b = document.getElementById("b-accepted"), banner = document.getElementById("banner");
+		const before = b.getBoundingClientRect().top;
+		banner.classList.add("show");
+		const after = b.getBoundingClientRect().top;
+		banner.classList.remove("show");
+		return before !== after;
+	})()`))
+	if err != nil || moved {
+		t.Fatalf("the banner moved the patrol buttons: %v, %v", moved, err)
+	}
+	if err := chromedp.Do(pat, chromedp.Click("#b-accepted")); err != nil {
 		t.Fatalf("patrol accept: %v", err)
 	}
 	m := readTopic(t, e.kc, kafkaio.TopicPatrol, func(m kafka.Message) bool { return strings.Contains(string(m.Value), `"dispatch_id":"db1"`) })
