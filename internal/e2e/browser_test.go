@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"net"
@@ -73,6 +74,7 @@ func TestEventToBrowser(t *testing.T) {
 	}
 	srv, err := web.NewApp(web.Config{Addr: "127.0.0.1:0", UsersFile: users}, web.Deps{
 		Log: p.log, Kafka: &p.kc, Store: db, Location: city.Location, Roles: []string{"web"},
+		Registerer: reg, Gatherer: reg,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -170,13 +172,18 @@ func TestEventToBrowser(t *testing.T) {
 			if time.Now().After(deadline) {
 				mu.Lock()
 				raised := 0
+				missing := []string{} // alert ids raised but not seen
 				for id := range sentAt {
 					if alertOf[id] != "" {
 						raised++
+						if _, ok := seen[alertOf[id]]; !ok {
+							missing = append(missing, alertOf[id])
+						}
 					}
 				}
 				mu.Unlock()
-				t.Fatalf("%d of %d probe alerts reached the console in 2 minutes (%d raised on %s)", len(lat), len(sentAt), raised, kafkaio.TopicAlerts)
+				t.Fatalf("%d of %d probe alerts reached the console in 2 minutes (%d raised on %s); %s",
+					len(lat), len(sentAt), raised, kafkaio.TopicAlerts, consoleState(op, missing))
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
@@ -232,4 +239,31 @@ func browserLoad(ctx context.Context, p *pipeline, rate int) error {
 		}
 		sent += k
 	}
+}
+
+// consoleState says, for a failure, where the alerts ids stand: in the
+// web role's list, in the page's rows, and how many feed frames the web
+// role dropped for slow clients (each followed by a resync).
+func consoleState(op context.Context, ids []string) string {
+	state, err := chromedp.Run(op, chromedp.Evaluate[map[string]any](`(async (ids) => {
+		const list = await (await fetch("/api/alerts?limit=500")).json();
+		const have = new Set(list.alerts.map((a) => a.id));
+		const m = await (await fetch("/metrics")).text();
+		return {missing: ids, in_list: ids.filter((id) => have.has(id)),
+			in_page: ids.filter((id) => document.querySelector('tr[data-id="' + CSS.escape(id) + '"]') !== null),
+			feed_dropped: (m.match(/^citywatch_web_feed_dropped_total (\S+)/m) || [])[1] || "none"};
+	})(`+jsonString(ids)+`)`, chromedp.EvalAwaitPromise))
+	if err != nil {
+		return fmt.Sprintf("the console's state is unknown: %v", err)
+	}
+	return fmt.Sprintf("console: %v", state)
+}
+
+// jsonString returns v as JSON, for a script.
+func jsonString(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return "null"
+	}
+	return string(b)
 }
