@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/segmentio/kafka-go"
 
@@ -48,20 +50,48 @@ func TestBrowser(t *testing.T) {
 	origin, _ := url.Parse(e.url)
 	var mu sync.Mutex
 	var foreign []string
+	// troubles are what the pages met that a failure should tell: answers
+	// of 400 and above, dialogs (the pages alert() a failed action),
+	// uncaught exceptions.
+	var troubles []string
+	trouble := func(format string, args ...any) {
+		mu.Lock()
+		troubles = append(troubles, fmt.Sprintf(format, args...))
+		mu.Unlock()
+	}
 	watch := func(c context.Context) {
 		if err := chromedp.Listen(c, func(ev any) {
-			if r, ok := ev.(*network.EventRequestWillBeSent); ok {
-				u, err := url.Parse(r.Request.URL)
+			switch ev := ev.(type) {
+			case *network.EventRequestWillBeSent:
+				if ev.Request.Method == "POST" {
+					trouble("POST %s at %s", ev.Request.URL, time.Now().Format("15:04:05.000"))
+				}
+				u, err := url.Parse(ev.Request.URL)
 				if err != nil || (u.Host != origin.Host && u.Scheme != "data") {
 					mu.Lock()
-					foreign = append(foreign, r.Request.URL)
+					foreign = append(foreign, ev.Request.URL)
 					mu.Unlock()
 				}
+			case *network.EventResponseReceived:
+				if ev.Response.Status >= 400 || strings.Contains(ev.Response.URL, "/api/patrol/status") {
+					trouble("%s answered %d", ev.Response.URL, ev.Response.Status)
+				}
+			case *page.EventJavascriptDialogOpening:
+				trouble("dialog %q on %s", ev.Message, ev.URL)
+			case *runtime.EventExceptionThrown:
+				trouble("exception %s", ev.ExceptionDetails.Text)
 			}
 		}); err != nil {
 			t.Fatal(err)
 		}
 	}
+	defer func() {
+		if t.Failed() {
+			mu.Lock()
+			t.Logf("what the pages met: %q", troubles)
+			mu.Unlock()
+		}
+	}()
 	newSession := func(name string) context.Context {
 		c := browsertest.Session(t, base)
 		watch(c)

@@ -58,10 +58,13 @@ func partitions(ctx context.Context, kc kafkaio.Config, topic string) ([]int, er
 func tailPartition(ctx context.Context, kc kafkaio.Config, topic string, p int, since time.Time, handle func(*kafka.Message)) error {
 	r := kc.NewPartitionReader(topic, p)
 	defer r.Close()
-	// SetOffsetAt asks the broker for the first offset at or after since;
-	// retried while the broker is not reachable yet.
+	// The first offset at or after since; retried while the broker is not
+	// reachable yet.
 	for {
-		err := r.SetOffsetAt(ctx, since)
+		off, err := kafkaio.OffsetAt(ctx, kc, topic, p, since)
+		if err == nil {
+			err = r.SetOffset(off)
+		}
 		if err == nil {
 			break
 		}

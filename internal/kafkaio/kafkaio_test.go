@@ -213,3 +213,46 @@ func TestEnsureTopicsIsIdempotent(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestOffsetAt looks up a partition by time: the first message written at
+// or after the time, or the end when there is none, never -1 (which a
+// reader takes as the end at its first fetch, skipping what was written
+// meanwhile).
+func TestOffsetAt(t *testing.T) {
+	c := testBroker(t)
+	topic := c.Topic(TopicPatrol)
+	at := func(since time.Time) int64 {
+		t.Helper()
+		off, err := OffsetAt(t.Context(), c, topic, 0, since)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return off
+	}
+	if off := at(time.Unix(0, 0)); off != 0 {
+		t.Errorf("empty partition: offset %d, want 0", off)
+	}
+	t0 := time.Now().Add(-time.Hour).Truncate(time.Millisecond)
+	w := c.NewWriter()
+	defer w.Close()
+	w.Balancer = kafka.BalancerFunc(func(kafka.Message, ...int) int { return 0 })
+	if err := w.WriteMessages(t.Context(),
+		kafka.Message{Topic: topic, Value: []byte("a"), Time: t0},
+		kafka.Message{Topic: topic, Value: []byte("b"), Time: t0.Add(time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		since time.Time
+		want  int64
+	}{
+		{time.Unix(0, 0), 0},
+		{t0, 0},
+		{t0.Add(time.Second), 1},
+		{t0.Add(time.Minute), 1},
+		{t0.Add(2 * time.Minute), 2}, // none at or after: the end
+	} {
+		if off := at(tc.since); off != tc.want {
+			t.Errorf("at %v: offset %d, want %d", tc.since.Sub(t0), off, tc.want)
+		}
+	}
+}

@@ -56,18 +56,53 @@ const maxFetchBytes = 16 << 20
 // each step of a Search cost a restart's replay a fifth of its time.
 const atFetchBytes = 1 << 20
 
-// OpenPartition opens partition p of topic (a full name).
-func OpenPartition(ctx context.Context, kc Config, topic string, p int) (*PartitionReader, error) {
-	var conn *kafka.Conn
+// dialLeader connects to the leader of partition p of topic.
+func dialLeader(ctx context.Context, kc Config, topic string, p int) (*kafka.Conn, error) {
 	err := errors.New("no broker")
 	d := kc.Dialer()
 	for _, b := range kc.Brokers {
+		var conn *kafka.Conn
 		if conn, err = d.DialLeader(ctx, "tcp", b, topic, p); err == nil {
-			break
+			return conn, nil
 		}
 	}
+	return nil, fmt.Errorf("cannot reach the leader of %s/%d: %w", topic, p, err)
+}
+
+// OffsetAt returns the offset of the first message of partition p of
+// topic written at or after since, or the partition's end when there is
+// none. The end is read before the lookup: a lookup that finds nothing
+// answers -1, which a kafka-go reader (SetOffsetAt) takes as the end at
+// its first fetch, so that a message written between the two is
+// skipped.
+func OffsetAt(ctx context.Context, kc Config, topic string, p int, since time.Time) (int64, error) {
+	conn, err := dialLeader(ctx, kc, topic, p)
 	if err != nil {
-		return nil, fmt.Errorf("cannot reach the leader of %s/%d: %w", topic, p, err)
+		return 0, err
+	}
+	defer conn.Close()
+	if err := conn.SetDeadline(time.Now().Add(readTimeout)); err != nil {
+		return 0, err
+	}
+	end, err := conn.ReadLastOffset()
+	if err != nil {
+		return 0, fmt.Errorf("cannot read the end of %s/%d: %w", topic, p, err)
+	}
+	off, err := conn.ReadOffset(since)
+	if err != nil {
+		return 0, fmt.Errorf("cannot look up %s/%d at %s: %w", topic, p, since.Format(time.RFC3339), err)
+	}
+	if off < 0 {
+		off = end
+	}
+	return off, nil
+}
+
+// OpenPartition opens partition p of topic (a full name).
+func OpenPartition(ctx context.Context, kc Config, topic string, p int) (*PartitionReader, error) {
+	conn, err := dialLeader(ctx, kc, topic, p)
+	if err != nil {
+		return nil, err
 	}
 	first, end, err := conn.ReadOffsets()
 	if err != nil {
