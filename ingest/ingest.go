@@ -36,6 +36,7 @@ type Ingest struct {
 
 	eventsTopic string
 	dlqTopic    string
+	fuelTopic   string            // fuel purchases again, keyed by buyer pseudonym
 	allowed     map[string]uint32 // full topic name → bit set of event.Type
 	crashHook   func() error
 }
@@ -79,6 +80,7 @@ func New(cfg Config, kc kafkaio.Config, key []byte, w Writer, reg prometheus.Reg
 		now:         time.Now,
 		eventsTopic: kc.Topic(kafkaio.TopicEvents),
 		dlqTopic:    kc.Topic(kafkaio.TopicDLQ),
+		fuelTopic:   kc.Topic(kafkaio.TopicFuelEvents),
 		allowed:     map[string]uint32{},
 	}
 	for topic, types := range allowedTypes {
@@ -260,6 +262,20 @@ func (w *worker) Add(m *kafka.Message) {
 		Headers: hdrs,
 		Time:    w.received, // the record timestamp: when ingest accepted it
 	})
+	if e.Type == event.TypeFuelPurchase {
+		// The same record on the buyers' topic (kafkaio.TopicFuelEvents),
+		// written in the same batch and so before the raw message is
+		// committed: the rules' restart reads the fuel rules' day there.
+		ks := len(w.arena)
+		w.arena = append(w.arena, e.BuyerPseudonym...)
+		w.out = append(w.out, kafka.Message{
+			Topic:   in.fuelTopic,
+			Key:     w.arena[ks:len(w.arena):len(w.arena)],
+			Value:   w.arena[keyEnd:valueEnd:valueEnd],
+			Headers: hdrs,
+			Time:    w.received,
+		})
+	}
 	w.counter(counterKey{topic: m.Topic, kind: 0, t: e.Type}).Inc()
 }
 
@@ -330,10 +346,10 @@ func (w *worker) Flush(ctx context.Context) error {
 		if err := w.writer.WriteMessages(ctx, w.out...); err != nil {
 			w.in.kmet.ProduceError(w.in.eventsTopic)
 			// What the brokers took is not written again by the retry.
-			events, dlq := w.count()
+			events, dlq, fuel := w.count()
 			w.out = kafkaio.Unwritten(w.out, err)
-			leftEvents, leftDLQ := w.count()
-			w.produced(events-leftEvents, dlq-leftDLQ)
+			leftEvents, leftDLQ, leftFuel := w.count()
+			w.produced(events-leftEvents, dlq-leftDLQ, fuel-leftFuel)
 			return fmt.Errorf("cannot write normalised events: %w", kafkaio.WriteError(err))
 		}
 		w.in.metrics.writeSeconds.Observe(time.Since(start).Seconds())
@@ -352,23 +368,30 @@ func (w *worker) Flush(ctx context.Context) error {
 	return nil
 }
 
-// count returns how many messages of the batch go to the events topic and
-// how many to the DLQ.
-func (w *worker) count() (events, dlq int) {
+// count returns how many messages of the batch go to the events topic,
+// to the DLQ and to the buyers' topic.
+func (w *worker) count() (events, dlq, fuel int) {
 	for i := range w.out {
-		if w.out[i].Topic == w.in.dlqTopic {
+		switch w.out[i].Topic {
+		case w.in.dlqTopic:
 			dlq++
+		case w.in.fuelTopic:
+			fuel++
 		}
 	}
-	return len(w.out) - dlq, dlq
+	return len(w.out) - dlq - fuel, dlq, fuel
 }
 
-// produced counts messages written to the events topic and the DLQ.
-func (w *worker) produced(events, dlq int) {
+// produced counts messages written to the events topic, the DLQ and the
+// buyers' topic.
+func (w *worker) produced(events, dlq, fuel int) {
 	if events > 0 {
 		w.in.kmet.Produced(w.in.eventsTopic, events)
 	}
 	if dlq > 0 {
 		w.in.kmet.Produced(w.in.dlqTopic, dlq)
+	}
+	if fuel > 0 {
+		w.in.kmet.Produced(w.in.fuelTopic, fuel)
 	}
 }

@@ -64,13 +64,14 @@ func TestWorkerRoutes(t *testing.T) {
 		value    string
 		wantTo   string // topic of the output, "" for none
 		wantCode event.Code
+		buyers   bool // written again to the buyers' topic
 	}{
-		{"valid heartbeat", "citywatch.camera", hb, "citywatch.internal.events", ""},
-		{"duplicate id dropped", "citywatch.camera", hb, "", ""},
-		{"fuel pseudonymised", "citywatch.fuel", fuel, "citywatch.internal.events", ""},
-		{"fuel on wrong topic", "citywatch.camera", strings.Replace(fuel, `"f1"`, `"f2"`, 1), "citywatch.dlq", CodeWrongTopic},
-		{"not json", "citywatch.drone", "{{", "citywatch.dlq", event.CodeMalformed},
-		{"huge", "citywatch.camera", `{"id":"` + strings.Repeat("x", 100<<10) + `"}`, "citywatch.dlq", event.CodeTooLarge},
+		{"valid heartbeat", "citywatch.camera", hb, "citywatch.internal.events", "", false},
+		{"duplicate id dropped", "citywatch.camera", hb, "", "", false},
+		{"fuel pseudonymised", "citywatch.fuel", fuel, "citywatch.internal.events", "", true},
+		{"fuel on wrong topic", "citywatch.camera", strings.Replace(fuel, `"f1"`, `"f2"`, 1), "citywatch.dlq", CodeWrongTopic, false},
+		{"not json", "citywatch.drone", "{{", "citywatch.dlq", event.CodeMalformed, false},
+		{"huge", "citywatch.camera", `{"id":"` + strings.Repeat("x", 100<<10) + `"}`, "citywatch.dlq", event.CodeTooLarge, false},
 	}
 	rec := &recorder{}
 	w := newTestWorker(t, rec)
@@ -87,6 +88,22 @@ func TestWorkerRoutes(t *testing.T) {
 					t.Fatalf("wrote %d messages, want none", len(rec.msgs))
 				}
 				return
+			}
+			if tt.buyers {
+				// The purchase again, keyed by the buyer's pseudonym, for
+				// the rules' restart.
+				if len(rec.msgs) != 2 || rec.msgs[1].Topic != "citywatch.internal.events.fuel" {
+					t.Fatalf("wrote %v, want the purchase on citywatch.internal.events.fuel too", rec.msgs)
+				}
+				var e event.Event
+				if err := (&event.Decoder{}).DecodeNormalized(rec.msgs[0].Value, &e); err != nil {
+					t.Fatal(err)
+				}
+				b := rec.msgs[1]
+				if string(b.Key) != e.BuyerPseudonym || e.BuyerPseudonym == "" || string(b.Value) != string(rec.msgs[0].Value) || len(b.Headers) != 1 {
+					t.Errorf("buyers' record key %q, %d headers, value %s; want key %q and the events record's value and header", b.Key, len(b.Headers), b.Value, e.BuyerPseudonym)
+				}
+				rec.msgs = rec.msgs[:1]
 			}
 			if len(rec.msgs) != 1 || rec.msgs[0].Topic != tt.wantTo {
 				t.Fatalf("wrote %v, want one message to %s", rec.msgs, tt.wantTo)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -260,10 +261,34 @@ func (r *Role) replay(ctx context.Context, start time.Time) (int, time.Time, err
 	byType, earliest := r.eng.replayFrom(ref, r.cfg.Replay, replayMargin)
 	defer r.eng.endReplay()
 	since := time.UnixMilli(earliest)
+	// The fuel purchases older than every other type's look come from the
+	// buyers' topic, when it reaches back far enough, rather than from a
+	// day of the events topic.
+	fuel := byType[event.TypeFuelPurchase]
+	bound := int64(math.MaxInt64) // fuel events before it come from side
+	for t := range byType {
+		if event.Type(t) != event.TypeFuelPurchase {
+			bound = min(bound, byType[t])
+		}
+	}
+	var side []*kafkaio.PartitionReader
+	if bound > fuel {
+		if side, err = r.openFuelSide(ctx, fuel); err != nil {
+			for _, pr := range prs {
+				pr.Close()
+			}
+			return 0, time.Time{}, err
+		}
+	}
+	mainByType, mainSince := byType, since
+	if side != nil {
+		mainByType[event.TypeFuelPurchase] = bound
+		mainSince = time.UnixMilli(bound)
+	}
 	for i, p := range parts {
 		pr := prs[i]
 		r.skipBelow[p] = pr.End
-		c := &replayCursor{partition: p, chunks: make(chan *replayChunk, replayAhead), free: make(chan *replayChunk, replayAhead+2)}
+		c := newReplayCursor(p, r.eventsTopic, false)
 		cursors = append(cursors, c)
 		cp, ok := committed[p]
 		if !ok {
@@ -273,7 +298,19 @@ func (r *Role) replay(ctx context.Context, start time.Time) (int, time.Time, err
 		go func() {
 			defer readers.Done()
 			defer pr.Close()
-			c.read(rctx, r, pr, since, cp, &byType)
+			c.read(rctx, r, pr, mainSince, cp, &mainByType)
+		}()
+	}
+	for _, pr := range side {
+		c := newReplayCursor(pr.Partition, r.fuelTopic, true)
+		cursors = append(cursors, c)
+		readers.Add(1)
+		go func() {
+			defer readers.Done()
+			defer pr.Close()
+			// Searched from the fuel rules' look back, whatever the group
+			// committed: the group does not read this topic.
+			c.read(rctx, r, pr, since, math.MaxInt64, &byType)
 		}()
 	}
 	for _, c := range cursors {
@@ -309,6 +346,14 @@ func (r *Role) replay(ctx context.Context, start time.Time) (int, time.Time, err
 			return n, since, nil
 		}
 		e := next.head
+		if side != nil && e.ev.Type == event.TypeFuelPurchase && next.side != (e.ev.Time.UnixMilli() < bound) {
+			// Each purchase once: from the buyers' topic before bound,
+			// from the events topic after.
+			if err := next.advance(); err != nil {
+				return n, since, err
+			}
+			continue
+		}
 		// Every replayed event arrives at the start, as far as the
 		// engine's clock goes: the watermark moves with the clock only
 		// from the start on. Taking the event times as arrival times
@@ -342,7 +387,9 @@ func (r *Role) replay(ctx context.Context, start time.Time) (int, time.Time, err
 			r.eng.countLate()
 		} else {
 			newest := time.UnixMilli(max(r.eng.maxEvent, t.UnixMilli()))
-			r.catchUp.observe(next.partition, t.UnixMilli(), start)
+			if !next.side {
+				r.catchUp.observe(next.partition, t.UnixMilli(), start)
+			}
 			r.eng.Hold(earlier(r.holdLocked(start), newest.Add(-r.cfg.StallMaxHold)))
 			r.scratch = r.eng.ProcessReceived(start, &e.ev, e.recv, r.scratch[:0])
 			r.queueLocked(start, r.scratch)
@@ -411,12 +458,60 @@ const replayChunkSize = 256
 // pack did.
 type replayCursor struct {
 	partition int
+	topic     string
+	side      bool              // of the buyers' topic (see openFuelSide)
 	chunks    chan *replayChunk // filled by read, closed at its end
 	free      chan *replayChunk // chunks the replay is done with
 	cur       *replayChunk
 	i         int
 	head      *replayedEvent // &cur.evs[i] while ok
 	ok        bool           // head holds the next event
+}
+
+func newReplayCursor(partition int, topic string, side bool) *replayCursor {
+	return &replayCursor{partition: partition, topic: topic, side: side,
+		chunks: make(chan *replayChunk, replayAhead), free: make(chan *replayChunk, replayAhead+2)}
+}
+
+// openFuelSide opens the partitions of the buyers' topic
+// (kafkaio.TopicFuelEvents) for a replay whose fuel rules look back to
+// cutoff (Unix ms), when the topic reaches back that far: its oldest
+// record was written at least event.DefaultMaxFuture before cutoff (an
+// event may be that far ahead of its receipt). Ingest writes every
+// purchase there too, so from then on it holds all of them; before (a
+// topic new, or written by no ingest yet) the events topic is read back
+// for them as far as the fuel rules look, and nil is returned.
+func (r *Role) openFuelSide(ctx context.Context, cutoff int64) ([]*kafkaio.PartitionReader, error) {
+	parts, err := kafkaio.Partitions(ctx, r.kc, r.fuelTopic)
+	if err != nil || len(parts) == 0 {
+		r.log.Debug("buyers' topic not read; fuel purchases come from the events topic", "topic", r.fuelTopic, "err", err)
+		return nil, nil
+	}
+	prs, err := openPartitions(ctx, r.kc, r.fuelTopic, parts)
+	if err != nil {
+		return nil, err
+	}
+	oldest := int64(math.MaxInt64)
+	for _, pr := range prs {
+		if pr.First >= pr.End {
+			continue
+		}
+		m, err := pr.At(pr.First)
+		if err != nil {
+			for _, pr := range prs {
+				pr.Close()
+			}
+			return nil, fmt.Errorf("cannot read %s/%d at offset %d: %w", r.fuelTopic, pr.Partition, pr.First, err)
+		}
+		oldest = min(oldest, m.Time.UnixMilli())
+	}
+	if oldest > cutoff-event.DefaultMaxFuture.Milliseconds() {
+		for _, pr := range prs {
+			pr.Close()
+		}
+		return nil, nil
+	}
+	return prs, nil
 }
 
 // replayChunk is a run of a partition's events, or the error that ended
@@ -463,7 +558,7 @@ func (c *replayCursor) read(ctx context.Context, r *Role, pr *kafkaio.PartitionR
 		}
 		at, err := pr.Search(pr.First, pr.End, since.UnixMilli(), eventTime)
 		if err != nil {
-			send(&replayChunk{err: fmt.Errorf("cannot search %s/%d: %w", r.eventsTopic, pr.Partition, err)})
+			send(&replayChunk{err: fmt.Errorf("cannot search %s/%d: %w", c.topic, pr.Partition, err)})
 			return
 		}
 		from = at
@@ -484,7 +579,7 @@ func (c *replayCursor) read(ctx context.Context, r *Role, pr *kafkaio.PartitionR
 		for len(ch.evs) < replayChunkSize {
 			m, ok, err := pr.Read()
 			if err != nil {
-				ch.err = fmt.Errorf("cannot replay %s/%d: %w", r.eventsTopic, pr.Partition, err)
+				ch.err = fmt.Errorf("cannot replay %s/%d: %w", c.topic, pr.Partition, err)
 				send(ch)
 				return
 			}

@@ -183,8 +183,17 @@ func TestReplayStopsWhenCancelled(t *testing.T) {
 // fuel.bulk_repeat (24 h) when the third comes after the restart, while
 // the heartbeats of that time, which only device.offline reads (5
 // minutes, its wait and an hour), are skipped, as is a patrol unit's
-// position that no rule reads.
+// position that no rule reads. When ingest writes the purchases to the
+// buyers' topic too (and has for longer than a day), the old one comes
+// from there and the events topic is not read back beyond device.offline's
+// look; every purchase counts once.
 func TestReplayLooksBackPerRule(t *testing.T) {
+	for _, buyers := range []bool{false, true} {
+		t.Run(fmt.Sprintf("buyers=%v", buyers), func(t *testing.T) { testReplayLooksBackPerRule(t, buyers) })
+	}
+}
+
+func testReplayLooksBackPerRule(t *testing.T, buyers bool) {
 	h := newRoleHarness(t)
 	now := time.Now().Truncate(time.Second)
 	dec := event.Decoder{Now: func() time.Time { return now }}
@@ -198,7 +207,11 @@ func TestReplayLooksBackPerRule(t *testing.T) {
 			t.Fatalf("%s: %v", raw, err)
 		}
 		p.Apply(&e)
-		msgs = append(msgs, kafka.Message{Topic: h.kc.Topic(kafkaio.TopicEvents), Key: []byte(e.DeviceID), Value: event.AppendJSON(nil, &e), Time: at})
+		v := event.AppendJSON(nil, &e)
+		msgs = append(msgs, kafka.Message{Topic: h.kc.Topic(kafkaio.TopicEvents), Key: []byte(e.DeviceID), Value: v, Time: at})
+		if buyers && e.Type == event.TypeFuelPurchase {
+			msgs = append(msgs, kafka.Message{Topic: h.kc.Topic(kafkaio.TopicFuelEvents), Key: []byte(e.BuyerPseudonym), Value: v, Time: at})
+		}
 	}
 	const hours = 20
 	for m := hours * 60; m >= 10; m-- {
@@ -206,6 +219,11 @@ func TestReplayLooksBackPerRule(t *testing.T) {
 		add(time.Duration(m)*time.Minute, fmt.Sprintf("hb-fuel-%d", m), `{"type":"device.heartbeat","device_id":"fuel-1","lat":32.05,"lon":112.15}`)
 	}
 	bulk := `{"type":"fuel.purchase","device_id":"fuel-1","lat":32.05,"lon":112.15,"station_id":"st-1","buyer_id":"420602199001011233","buyer_name":"张三","fuel":"92","container":"bulk","volume_l":15}`
+	if buyers {
+		// Beyond the fuel rules' look (24 h and an hour): it tells that
+		// the buyers' topic has been written for that long.
+		add(26*time.Hour, "p-ancient", bulk)
+	}
 	add(hours*time.Hour, "p-old", bulk)
 	add(10*time.Minute, "p-2", bulk)
 	// No rule reads a patrol unit's position: only the recent ones are
@@ -218,7 +236,12 @@ func TestReplayLooksBackPerRule(t *testing.T) {
 	// A first process takes it all in and commits; two purchases raise
 	// nothing.
 	h.runUntilCommitted(h.newRole(now))
-	n := len(msgs)
+	n := 0
+	for _, m := range msgs {
+		if m.Topic == h.kc.Topic(kafkaio.TopicEvents) {
+			n++
+		}
+	}
 	msgs = msgs[:0]
 	add(5*time.Minute, "p-3", bulk)
 	if err := h.writer.WriteMessages(t.Context(), msgs...); err != nil {
@@ -228,22 +251,43 @@ func TestReplayLooksBackPerRule(t *testing.T) {
 	second := h.newRole(now)
 	stop, _ := h.start(second)
 	defer stop()
-	got := h.waitAlerts(1)
-	if len(got) != 1 || got[0].Rule != "fuel.bulk_repeat" || got[0].Status != event.AlertFiring ||
-		strings.Join(got[0].Evidence, ",") != "p-old,p-2,p-3" {
+	want := 1
+	if buyers {
+		want = 3 // and fuel-1's device.offline, fired and resolved: silent for 6 h after p-ancient
+	}
+	var got []event.Alert
+	for _, a := range h.waitAlerts(want) {
+		if a.Rule == "fuel.bulk_repeat" {
+			got = append(got, a)
+		}
+	}
+	if len(got) != 1 || got[0].Status != event.AlertFiring || strings.Join(got[0].Evidence, ",") != "p-old,p-2,p-3" {
 		t.Errorf("alerts %v, want fuel.bulk_repeat firing with p-old,p-2,p-3", sortedKeys(got))
 	}
-	// The horizons count back from p-3, the oldest input not committed:
-	// device.offline's 1h6m. A heartbeat is skipped when its record time
-	// is more than 5 minutes (the most an event may be ahead of it) before
-	// that: those more than 76 minutes old.
 	skipped := testutil.ToFloat64(second.metrics.replaySkipped)
-	wantSkipped := float64(2*(hours*60-76) + 1)
-	if skipped != wantSkipped {
-		t.Errorf("%v records skipped, want about %v (the heartbeats more than 76 minutes old, the old position)", skipped, wantSkipped)
-	}
-	if replayed := testutil.ToFloat64(second.metrics.replayed); replayed+skipped != float64(n+1) {
-		t.Errorf("%v replayed and %v skipped of %d", replayed, skipped, n+1)
+	replayed := testutil.ToFloat64(second.metrics.replayed)
+	if buyers {
+		// The events topic is read back 7 h 5 min from p-3, the longest
+		// look but the fuel rules' (vehicle.cloned_plate's 6 h and an
+		// hour), not 25 h: the heartbeats of the last 76 minutes are
+		// decoded, those before skipped, as is the old position. p-old
+		// comes from the buyers' topic; p-2 and p-3, in both topics,
+		// count once.
+		if wantReplayed, wantSkipped := float64(2*(76-10+1)+3), float64(2*(425-76)+1); replayed != wantReplayed || skipped != wantSkipped {
+			t.Errorf("%v replayed and %v skipped, want %v and %v", replayed, skipped, wantReplayed, wantSkipped)
+		}
+	} else {
+		// The horizons count back from p-3, the oldest input not committed:
+		// device.offline's 1h6m. A heartbeat is skipped when its record time
+		// is more than 5 minutes (the most an event may be ahead of it) before
+		// that: those more than 76 minutes old.
+		wantSkipped := float64(2*(hours*60-76) + 1)
+		if skipped != wantSkipped {
+			t.Errorf("%v records skipped, want about %v (the heartbeats more than 76 minutes old, the old position)", skipped, wantSkipped)
+		}
+		if replayed+skipped != float64(n+1) {
+			t.Errorf("%v replayed and %v skipped of %d", replayed, skipped, n+1)
+		}
 	}
 	if err := second.Ready(t.Context()); err != nil {
 		t.Errorf("Ready after the restore: %v", err)

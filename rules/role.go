@@ -175,8 +175,12 @@ type Writer = kafkaio.Writer
 //     before it. Records older than every rule that reads their type are
 //     passed over undecoded (a day's heartbeats, which only
 //     device.offline reads, back to its 1h6m; a type no rule reads, back
-//     to the shortest look, for the watermark). Partitions are merged by
-//     event time, the
+//     to the shortest look, for the watermark). Fuel purchases older than
+//     every other type's look come from the buyers' topic
+//     (kafkaio.TopicFuelEvents, where ingest writes them too) once it
+//     reaches back as far as the fuel rules look: the events topic is
+//     then read back 7 hours rather than 25 (see openFuelSide).
+//     Partitions are merged by event time, the
 //     watermark held StallMaxHold behind the newest replayed event: the
 //     live hold that waited for a backlog a stall held upstream left no
 //     record, and within a partition that backlog follows newer events.
@@ -207,9 +211,10 @@ type Writer = kafkaio.Writer
 // rebuilt by the code that builds it live, so there is no second format
 // to keep in step with seven kinds, and a changed rule file takes effect on
 // the replayed input too. The cost is a start time proportional to the
-// input of the longest horizon (24 hours for the fuel rules), during which
-// alerting waits: records are read back that far, but decoded and
-// evaluated only as far back as the rules that read them look.
+// input of the longest horizon, during which alerting waits: 7 hours of
+// the events topic (vehicle.cloned_plate's 6 and an hour) and a day of
+// purchases, decoded and evaluated only as far back as the rules that
+// read them look.
 //
 // # Scale-out
 //
@@ -243,6 +248,7 @@ type Role struct {
 	assigned func(owned []int)
 
 	eventsTopic string
+	fuelTopic   string // the buyers' topic, read by the restart only
 	alertsTopic string
 	crashHook   func() error
 
@@ -309,6 +315,7 @@ func NewRole(cfg RoleConfig, ecfg Config, kc kafkaio.Config, p *event.Pseudonymi
 		tickEvery:   time.Second,
 		writer:      w,
 		eventsTopic: kc.Topic(kafkaio.TopicEvents),
+		fuelTopic:   kc.Topic(kafkaio.TopicFuelEvents),
 		alertsTopic: kc.Topic(kafkaio.TopicAlerts),
 		catchUp:     catchUp{stale: catchUpStale},
 		polled:      make(chan struct{}),

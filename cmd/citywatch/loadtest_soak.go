@@ -698,6 +698,15 @@ func (t *soakTrimmer) round(ctx context.Context) {
 			}
 		}
 	}
+	// The buyers' topic has no group: only a rules start reads it, and
+	// none starts during the soak. It is cut to where it ended at the
+	// previous round.
+	fuel := t.kc.Topic(kafkaio.TopicFuelEvents)
+	ends, err := kafkaio.EndOffsets(ctx, client, fuel)
+	if err != nil {
+		return
+	}
+	low[fuel], unknown[fuel] = ends, map[int]bool{}
 	t.safe = map[string]map[int]int64{}
 	for topic, ps := range low {
 		for p, off := range ps {

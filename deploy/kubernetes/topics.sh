@@ -60,8 +60,12 @@ topic checkpoint 12 $((3 * day))
 topic fuel 12 $((1 * day)) # real-name purchases, raw ID numbers and names: kept shortest
 topic drone 4 $((3 * day))
 topic patrol 6 $((3 * day))
-# ingest → rules, dispatch, sink, web; the rules replay up to 24 h of it on start.
+# ingest → rules, dispatch, sink, web; the rules replay up to 7 h of it on start
+# (25 h until internal.events.fuel reaches back a day).
 topic internal.events 12 $((2 * day))
+# The fuel purchases again, keyed by buyer pseudonym: the rules replay the
+# fuel rules' day from it on start (pseudonyms only, like internal.events).
+topic internal.events.fuel 6 $((2 * day))
 # Output.
 topic alerts 6 $((30 * day))
 topic dispatches 6 $((30 * day))

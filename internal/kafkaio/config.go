@@ -30,6 +30,11 @@ const (
 	// TopicEvents carries normalised, pseudonymised events from ingest to
 	// the later stages, keyed by device_id.
 	TopicEvents = "internal.events"
+	// TopicFuelEvents carries the fuel purchases of TopicEvents again,
+	// keyed by buyer pseudonym: the rules' restart reads a day of them
+	// back (the fuel rules' window) without reading a day of every other
+	// event too.
+	TopicFuelEvents = "internal.events.fuel"
 )
 
 // RawTopics are the input topics that field devices write.

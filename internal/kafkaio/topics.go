@@ -41,5 +41,5 @@ func EnsureTopic(ctx context.Context, c Config, name string, partitions int) err
 // AllTopics lists every topic citywatch uses.
 var AllTopics = []string{
 	TopicCamera, TopicCheckpoint, TopicFuel, TopicDrone, TopicPatrol,
-	TopicAlerts, TopicDispatches, TopicDLQ, TopicEvents,
+	TopicAlerts, TopicDispatches, TopicDLQ, TopicEvents, TopicFuelEvents,
 }
