@@ -37,9 +37,14 @@ const (
 	soakCityPeak = 3250
 	// soakProbeEvery is how often the soak plants a probe: a fight seen by
 	// one of soakProbeCameras cameras of its own, which camera.violence
-	// raises (or, within its suppression window, updates) at once.
-	soakProbeEvery   = 500 * time.Millisecond
-	soakProbeCameras = 20
+	// raises at once. Each camera sees one every 11 minutes, after the
+	// rule's 10 minutes of suppression: a fight sooner would update the
+	// open alert, and updates wait for the rule's update_interval. The
+	// cameras send a heartbeat every soakProbeHeartbeat meanwhile, so that
+	// device.offline does not see them fall silent.
+	soakProbeEvery     = 500 * time.Millisecond
+	soakProbeCameras   = 1320
+	soakProbeHeartbeat = time.Minute
 	// soakSampleEvery is how often heap and goroutines are sampled for
 	// the verdict.
 	soakSampleEvery = 5 * time.Second
@@ -210,7 +215,7 @@ func loadtestSoak(ctx context.Context, cfg Config, o soakOptions, stdout io.Writ
 		alert, stored := st.interval()
 		s := samples[len(samples)-1]
 		fmt.Fprintf(stdout, "%9v %10d %10d %8.0f %8.0f %6d %9d %10v %10v %10v %10v\n",
-			now.Sub(start).Round(time.Second), offered.Load()+st.probes(), st.storedTotal(), float64(s.heapInuse)/(1<<20), float64(s.heapLive)/(1<<20),
+			now.Sub(start).Round(time.Second), offered.Load()+st.written(), st.storedTotal(), float64(s.heapInuse)/(1<<20), float64(s.heapLive)/(1<<20),
 			s.goroutines, trim.lag(rctx), soakPct(alert, 0.5), soakPct(alert, 0.99), soakPct(stored, 0.5), soakPct(stored, 0.99))
 	}
 	tick := time.NewTicker(soakSampleEvery)
@@ -249,7 +254,7 @@ func loadtestSoak(ctx context.Context, cfg Config, o soakOptions, stdout io.Writ
 			log.Error("cannot write heap profile", "err", err)
 		}
 	}
-	total := offered.Load() + st.probes()
+	total := offered.Load() + st.written()
 	fmt.Fprintf(stdout, "load stopped after %v: %d events offered (%.0f/s), %d of them probes\n",
 		loadTime.Round(time.Millisecond), total, float64(total)/loadTime.Seconds(), st.probes())
 
@@ -365,6 +370,7 @@ type soakStats struct {
 	stored    int64
 	pending   map[string]time.Time // probes without an alert yet, by event id
 	planted   int64
+	beats     int64 // heartbeats of the probes' cameras
 }
 
 // storedHook is the sink's stored hook.
@@ -388,6 +394,14 @@ func (s *soakStats) probes() int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.planted
+}
+
+// written returns the events the probe loop wrote: probes and their
+// cameras' heartbeats.
+func (s *soakStats) written() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.planted + s.beats
 }
 
 func (s *soakStats) waiting() int {
@@ -425,11 +439,21 @@ func (s *soakStats) probe(ctx context.Context, kc kafkaio.Config) error {
 		now := time.Now()
 		v := fmt.Appendf(nil, `{"id":%q,"type":"camera.detection","device_id":%q,"time":%q,"lat":32.0421,"lon":112.1442,"camera_class":"A","object":"person","behavior":"fight","confidence":0.95}`,
 			id, dev, now.Format(time.RFC3339Nano))
+		msgs := []kafka.Message{{Topic: kc.Topic(kafkaio.TopicCamera), Key: []byte(dev), Value: v}}
+		// The heartbeats of the cameras whose turn it is this tick.
+		turns := int(soakProbeHeartbeat / soakProbeEvery)
+		for c := n % turns; c < soakProbeCameras; c += turns {
+			hb := "soak-probe-cam-" + strconv.Itoa(c)
+			msgs = append(msgs, kafka.Message{Topic: kc.Topic(kafkaio.TopicCamera), Key: []byte(hb),
+				Value: fmt.Appendf(nil, `{"id":"%s-hb-%d","type":"device.heartbeat","device_id":%q,"time":%q,"lat":32.0421,"lon":112.1442}`,
+					hb, n, hb, now.Format(time.RFC3339Nano))})
+		}
 		s.mu.Lock()
 		s.pending[id] = now
 		s.planted++
+		s.beats += int64(len(msgs) - 1)
 		s.mu.Unlock()
-		if err := w.WriteMessages(context.WithoutCancel(ctx), kafka.Message{Topic: kc.Topic(kafkaio.TopicCamera), Key: []byte(dev), Value: v}); err != nil {
+		if err := w.WriteMessages(context.WithoutCancel(ctx), msgs...); err != nil {
 			return fmt.Errorf("cannot produce a probe: %w", err)
 		}
 	}
