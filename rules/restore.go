@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"slices"
 	"sync"
@@ -487,31 +488,23 @@ func (r *Role) openFuelSide(ctx context.Context, cutoff int64) ([]*kafkaio.Parti
 		r.log.Debug("buyers' topic not read; fuel purchases come from the events topic", "topic", r.fuelTopic, "err", err)
 		return nil, nil
 	}
-	prs, err := openPartitions(ctx, r.kc, r.fuelTopic, parts)
-	if err != nil {
-		return nil, err
-	}
+	// Its oldest record first (one small fetch a partition): a topic that
+	// does not reach back is not opened.
 	oldest := int64(math.MaxInt64)
-	for _, pr := range prs {
-		if pr.First >= pr.End {
-			continue
+	for _, p := range parts {
+		t, err := kafkaio.RecordTime(ctx, r.kc.Client(), r.fuelTopic, p, kafka.FirstOffset)
+		if errors.Is(err, io.EOF) {
+			continue // empty
 		}
-		m, err := pr.At(pr.First)
 		if err != nil {
-			for _, pr := range prs {
-				pr.Close()
-			}
-			return nil, fmt.Errorf("cannot read %s/%d at offset %d: %w", r.fuelTopic, pr.Partition, pr.First, err)
+			return nil, err
 		}
-		oldest = min(oldest, m.Time.UnixMilli())
+		oldest = min(oldest, t.UnixMilli())
 	}
 	if oldest > cutoff-event.DefaultMaxFuture.Milliseconds() {
-		for _, pr := range prs {
-			pr.Close()
-		}
 		return nil, nil
 	}
-	return prs, nil
+	return openPartitions(ctx, r.kc, r.fuelTopic, parts)
 }
 
 // replayChunk is a run of a partition's events, or the error that ended

@@ -97,17 +97,22 @@ func (p Position) Lag() int64 { return max(p.End-p.Committed, 0) }
 // read from the brokers. Partitions whose offsets the brokers did not
 // answer are left out.
 func Positions(ctx context.Context, client *kafka.Client, group string, topics []string) (map[string]map[int]Position, error) {
-	parts, ends, err := listEnds(ctx, client, topics)
-	if err != nil || len(parts) == 0 {
-		return nil, err
+	meta, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: topics})
+	if err != nil {
+		return nil, fmt.Errorf("cannot read metadata: %w", err)
 	}
+	parts := partitionsOf(meta)
+	if len(parts) == 0 {
+		return nil, nil
+	}
+	// Committed before the ends: an end read after a commit is not below it.
 	committed, err := client.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group, Topics: parts})
 	if err != nil {
 		return nil, fmt.Errorf("cannot fetch committed offsets: %w", err)
 	}
-	end, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: ends})
+	end, err := listEnds(ctx, client, parts)
 	if err != nil {
-		return nil, fmt.Errorf("cannot list end offsets: %w", err)
+		return nil, err
 	}
 	out := map[string]map[int]Position{}
 	for topic, ps := range end.Topics {
@@ -136,13 +141,17 @@ func Positions(ctx context.Context, client *kafka.Client, group string, topics [
 // offset the next message written will have, read from the brokers.
 // Partitions whose offsets the brokers did not answer are left out.
 func EndOffsets(ctx context.Context, client *kafka.Client, topic string) (map[int]int64, error) {
-	parts, ends, err := listEnds(ctx, client, []string{topic})
-	if err != nil || len(parts) == 0 {
-		return nil, err
-	}
-	end, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: ends})
+	meta, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
 	if err != nil {
-		return nil, fmt.Errorf("cannot list end offsets: %w", err)
+		return nil, fmt.Errorf("cannot read metadata: %w", err)
+	}
+	parts := partitionsOf(meta)
+	if len(parts) == 0 {
+		return nil, nil
+	}
+	end, err := listEnds(ctx, client, parts)
+	if err != nil {
+		return nil, err
 	}
 	out := map[int]int64{}
 	for _, p := range end.Topics[topic] {
@@ -153,25 +162,33 @@ func EndOffsets(ctx context.Context, client *kafka.Client, topic string) (map[in
 	return out, nil
 }
 
-// listEnds reads the partitions of topics from the metadata, and returns
-// them with the requests for their end offsets.
-func listEnds(ctx context.Context, client *kafka.Client, topics []string) (map[string][]int, map[string][]kafka.OffsetRequest, error) {
-	meta, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: topics})
-	if err != nil {
-		return nil, nil, fmt.Errorf("cannot read metadata: %w", err)
-	}
+// partitionsOf returns the partitions of each topic the metadata answered.
+func partitionsOf(meta *kafka.MetadataResponse) map[string][]int {
 	parts := map[string][]int{}
-	ends := map[string][]kafka.OffsetRequest{}
 	for _, t := range meta.Topics {
 		if t.Error != nil {
 			continue
 		}
 		for _, p := range t.Partitions {
 			parts[t.Name] = append(parts[t.Name], p.ID)
-			ends[t.Name] = append(ends[t.Name], kafka.LastOffsetOf(p.ID))
 		}
 	}
-	return parts, ends, nil
+	return parts
+}
+
+// listEnds reads the end offsets of parts (topic → partitions).
+func listEnds(ctx context.Context, client *kafka.Client, parts map[string][]int) (*kafka.ListOffsetsResponse, error) {
+	req := &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{}}
+	for topic, ps := range parts {
+		for _, p := range ps {
+			req.Topics[topic] = append(req.Topics[topic], kafka.LastOffsetOf(p))
+		}
+	}
+	end, err := client.ListOffsets(ctx, req)
+	if err != nil {
+		return nil, fmt.Errorf("cannot list end offsets: %w", err)
+	}
+	return end, nil
 }
 
 // RecordTime returns the timestamp of the record at offset of a
