@@ -20,6 +20,16 @@ func BenchmarkDecode(b *testing.B) {
 }
 
 func BenchmarkDecodeNormalized(b *testing.B) {
+	benchNormalized(b, (*Decoder).DecodeNormalized)
+}
+
+// BenchmarkDecodeNormalizedShared is BenchmarkDecodeNormalized without the
+// copy of the message (the rule engine's replay and live reads).
+func BenchmarkDecodeNormalizedShared(b *testing.B) {
+	benchNormalized(b, (*Decoder).DecodeNormalizedShared)
+}
+
+func benchNormalized(b *testing.B, decode func(*Decoder, []byte, *Event) error) {
 	d := newTestDecoder()
 	p := newTestPseudonymizer(b)
 	for _, typ := range typeNamesList() {
@@ -33,7 +43,7 @@ func BenchmarkDecodeNormalized(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(len(in)))
 			for b.Loop() {
-				if err := d.DecodeNormalized(in, &e); err != nil {
+				if err := decode(d, in, &e); err != nil {
 					b.Fatal(err)
 				}
 			}

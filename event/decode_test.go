@@ -1,6 +1,7 @@
 package event
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"math"
@@ -968,4 +969,43 @@ func TestPeekType(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { PeekType([]byte(`{"id":"a","type":"camera.health"}`)) }); n != 0 {
 		t.Errorf("PeekType allocates %v times", n)
 	}
+}
+
+func TestDecodeNormalizedShared(t *testing.T) {
+	d := newTestDecoder()
+	p := newTestPseudonymizer(t)
+	for _, typ := range typeNamesList() {
+		t.Run(typ, func(t *testing.T) {
+			var raw Event
+			if err := d.Decode(readValid(t, typ), &raw); err != nil {
+				t.Fatal(err)
+			}
+			p.Apply(&raw)
+			in := AppendJSON(nil, &raw)
+			var copied, shared Event
+			if err := d.DecodeNormalized(in, &copied); err != nil {
+				t.Fatal(err)
+			}
+			if err := d.DecodeNormalizedShared(in, &shared); err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(copied, shared); diff != "" {
+				t.Errorf("shared decode differs (-copied +shared):\n%s", diff)
+			}
+			// It makes no copy: once Attrs has room, nothing is allocated.
+			if n := testing.AllocsPerRun(100, func() { _ = d.DecodeNormalizedShared(in, &shared) }); n != 0 {
+				t.Errorf("%v allocations per decode, want 0", n)
+			}
+			// Its strings are the caller's bytes.
+			if shared.ID != "" {
+				in[bytes.Index(in, []byte(shared.ID))] ^= 1
+				if shared.ID == copied.ID {
+					t.Error("the event's id does not share the input")
+				}
+			}
+		})
+	}
+	// Errors are the same.
+	var e Event
+	checkErr(t, d.DecodeNormalizedShared([]byte(`{"type":1}`), &e), CodeWrongType, "type")
 }

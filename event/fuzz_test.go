@@ -5,10 +5,13 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 // addSeeds adds the valid message of every type, and a few variants, to f.
@@ -62,9 +65,19 @@ func FuzzDecodeNormalized(f *testing.F) {
 	f.Add([]byte(`{"id":"a","type":"device.heartbeat","device_id":"d","time":"2026-11-26T08:15:00.000+08:00","lat":0,"lon":0,"x":1,"attrs":{"y":{"z":[1]}}}`))
 	d := newTestDecoder()
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var e Event
+		var e, shared Event
 		err := d.DecodeNormalized(data, &e)
 		checkDecoded(t, &e, err)
+		// Without the copy, the same event or the same error.
+		serr := d.DecodeNormalizedShared(slices.Clone(data), &shared)
+		if (err == nil) != (serr == nil) || err != nil && err.Error() != serr.Error() {
+			t.Fatalf("shared decode: error %v, copied: %v", serr, err)
+		}
+		if err == nil {
+			if diff := cmp.Diff(e, shared); diff != "" {
+				t.Fatalf("shared decode differs (-copied +shared):\n%s", diff)
+			}
+		}
 	})
 }
 

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"slices"
 	"sync"
@@ -309,9 +308,7 @@ func (r *Role) replay(ctx context.Context, start time.Time) (int, time.Time, err
 		go func() {
 			defer readers.Done()
 			defer pr.Close()
-			// Searched from the fuel rules' look back, whatever the group
-			// committed: the group does not read this topic.
-			c.read(rctx, r, pr, since, math.MaxInt64, &byType)
+			c.read(rctx, r, pr, since, searchOnly, &byType)
 		}()
 	}
 	for _, c := range cursors {
@@ -319,25 +316,20 @@ func (r *Role) replay(ctx context.Context, start time.Time) (int, time.Time, err
 			return 0, time.Time{}, err
 		}
 	}
-	n := 0
+	n, counted := 0, 0
 	late := r.eng.cfg.Lateness.Milliseconds()
-	last := -1 // index in cursors of the cursor taken last
+	// The earliest head first; among equal times, the cursor taken least
+	// recently. Times of whole seconds (GA/T 1400) or a device's burst
+	// share a time across partitions, and always taking the lowest
+	// partition drained them one after the other, with one reader
+	// decoding while the others waited full.
+	heads := newMergeHeap(cursors)
 	for {
-		// The earliest head; among equal times, the first after the
-		// cursor taken last. Times of whole seconds (GA/T 1400) or a
-		// device's burst share a time across partitions, and always
-		// taking the lowest partition drained them one after the other,
-		// with one reader decoding while the others waited full.
-		var next *replayCursor
-		from := last + 1
-		for k := range cursors {
-			i := (from + k) % len(cursors)
-			if c := cursors[i]; c.ok && (next == nil || c.head.ev.Time.Before(next.head.ev.Time)) {
-				next, last = c, i
-			}
-		}
-		if next == nil {
+		if len(heads.cs) == 0 {
 			// Every reader is done, or ctx ended them.
+			if r.metrics != nil {
+				r.metrics.replayed.Add(float64(n - counted))
+			}
 			if ctx.Err() != nil {
 				return n, since, ctx.Err()
 			}
@@ -346,11 +338,12 @@ func (r *Role) replay(ctx context.Context, start time.Time) (int, time.Time, err
 			}
 			return n, since, nil
 		}
+		next := heads.take()
 		e := next.head
 		if side != nil && e.ev.Type == event.TypeFuelPurchase && next.side != (e.ev.Time.UnixMilli() < bound) {
 			// Each purchase once: from the buyers' topic before bound,
 			// from the events topic after.
-			if err := next.advance(); err != nil {
+			if err := heads.advance(); err != nil {
 				return n, since, err
 			}
 			continue
@@ -396,9 +389,6 @@ func (r *Role) replay(ctx context.Context, start time.Time) (int, time.Time, err
 			r.queueLocked(start, r.scratch)
 		}
 		n++
-		if r.metrics != nil {
-			r.metrics.replayed.Inc()
-		}
 		if r.outbox.Len() >= r.cfg.MaxPending {
 			r.mu.Unlock()
 			err := r.flushPending(ctx)
@@ -407,10 +397,14 @@ func (r *Role) replay(ctx context.Context, start time.Time) (int, time.Time, err
 				return n, since, err
 			}
 		}
-		if err := next.advance(); err != nil {
+		if err := heads.advance(); err != nil {
 			return n, since, err
 		}
 		if n%4096 == 0 {
+			if r.metrics != nil {
+				r.metrics.replayed.Add(float64(n - counted))
+				counted = n
+			}
 			r.progress.replayed.Store(int64(n))
 			r.progress.at.Store(ms)
 			if ctx.Err() != nil {
@@ -467,6 +461,8 @@ type replayCursor struct {
 	i         int
 	head      *replayedEvent // &cur.evs[i] while ok
 	ok        bool           // head holds the next event
+	order     int            // place among the replay's cursors
+	taken     uint64         // when the merge last took its head (mergeHeap)
 }
 
 func newReplayCursor(partition int, topic string, side bool) *replayCursor {
@@ -488,14 +484,22 @@ func (r *Role) openFuelSide(ctx context.Context, cutoff int64) ([]*kafkaio.Parti
 		r.log.Debug("buyers' topic not read; fuel purchases come from the events topic", "topic", r.fuelTopic, "err", err)
 		return nil, nil
 	}
-	// Its oldest record first (one small fetch a partition): a topic that
-	// does not reach back is not opened.
+	// Its oldest record first (one small fetch a partition, none for an
+	// empty one): a topic that does not reach back is not opened.
+	bounds, err := kafkaio.Bounds(ctx, r.kc.Client(), r.fuelTopic, true)
+	if err != nil {
+		return nil, err
+	}
 	oldest := int64(math.MaxInt64)
 	for _, p := range parts {
-		t, err := kafkaio.RecordTime(ctx, r.kc.Client(), r.fuelTopic, p, kafka.FirstOffset)
-		if errors.Is(err, io.EOF) {
+		b, ok := bounds[p]
+		if !ok {
+			return nil, fmt.Errorf("cannot list the offsets of %s/%d", r.fuelTopic, p)
+		}
+		if b.First >= b.End {
 			continue // empty
 		}
+		t, err := kafkaio.RecordTime(ctx, r.kc.Client(), r.fuelTopic, p, b.First)
 		if err != nil {
 			return nil, err
 		}
@@ -517,13 +521,20 @@ type replayChunk struct {
 // replayedEvent is one event of the replay with its record's times.
 type replayedEvent struct {
 	ev   event.Event
+	at   int64     // ev.Time in Unix ns, the merge's order
 	recv time.Time // the record time: when ingest received it
 	pub  time.Time // when its raw message was published; zero: not known
 }
 
+// searchOnly is the committed offset replayCursor.read is given for a
+// topic the group does not read (the buyers' topic): where it starts is
+// found by event time alone.
+const searchOnly = math.MaxInt64
+
 // read reads pr from the first event at or after since (earlier where
 // committed, the group's offset, is; from the start when the group has
-// none, -1) to its end into c.chunks, and closes it. A record whose type
+// none, -1; searchOnly: since decides) to its end into c.chunks, and
+// closes it. A record whose type
 // (event.PeekType) no rule evaluates at its time, by byType (Unix ms), is
 // passed over undecoded: an event is at most event.DefaultMaxFuture ahead
 // of its record time, when ingest accepted it. It stops early, with
@@ -586,15 +597,19 @@ func (c *replayCursor) read(ctx context.Context, r *Role, pr *kafkaio.PartitionR
 				}
 				continue
 			}
-			ch.evs = append(ch.evs, replayedEvent{})
+			// The chunk's slots are reused as they are: the decoder resets
+			// the event (keeping its Attrs buffer), and m.Value, read for
+			// this message alone, is handed over to it.
+			ch.evs = ch.evs[:len(ch.evs)+1]
 			e := &ch.evs[len(ch.evs)-1]
-			if err := dec.DecodeNormalized(m.Value, &e.ev); err != nil {
+			if err := dec.DecodeNormalizedShared(m.Value, &e.ev); err != nil {
 				ch.evs = ch.evs[:len(ch.evs)-1]
 				if r.metrics != nil {
 					r.metrics.undecodable.Inc()
 				}
 				continue
 			}
+			e.at = e.ev.Time.UnixNano()
 			e.recv = m.Time
 			e.pub, _ = kafkaio.Published(&m)
 		}
@@ -630,6 +645,83 @@ func (c *replayCursor) advance() error {
 	}
 	c.cur, c.i, c.head, c.ok = ch, 0, &ch.evs[0], true
 	return nil
+}
+
+// mergeHeap holds the replay's cursors that have a head, as a binary
+// heap: the earliest head at the root, and among equal times the cursor
+// taken least recently (then the one opened first).
+type mergeHeap struct {
+	cs    []*replayCursor
+	taken uint64 // takes so far
+}
+
+// newMergeHeap returns the heap of those cursors that have a head.
+func newMergeHeap(cursors []*replayCursor) *mergeHeap {
+	h := &mergeHeap{}
+	for i, c := range cursors {
+		c.order = i
+		if c.ok {
+			h.cs = append(h.cs, c)
+		}
+	}
+	for i := len(h.cs)/2 - 1; i >= 0; i-- {
+		h.down(i)
+	}
+	return h
+}
+
+func (h *mergeHeap) less(a, b *replayCursor) bool {
+	if a.head.at != b.head.at {
+		return a.head.at < b.head.at
+	}
+	if a.taken != b.taken {
+		return a.taken < b.taken
+	}
+	return a.order < b.order
+}
+
+// take returns the root, which the caller moves on with advance.
+func (h *mergeHeap) take() *replayCursor {
+	h.taken++
+	c := h.cs[0]
+	c.taken = h.taken
+	return c
+}
+
+// advance moves the root cursor to its next event and restores the
+// order; a cursor at its end leaves the heap.
+func (h *mergeHeap) advance() error {
+	c := h.cs[0]
+	err := c.advance()
+	if !c.ok {
+		last := len(h.cs) - 1
+		h.cs[0] = h.cs[last]
+		h.cs[last] = nil
+		h.cs = h.cs[:last]
+	}
+	if len(h.cs) > 0 {
+		h.down(0)
+	}
+	return err
+}
+
+func (h *mergeHeap) down(i int) {
+	n := len(h.cs)
+	for {
+		l := 2*i + 1
+		if l >= n {
+			return
+		}
+		m := l
+		if r := l + 1; r < n && h.less(h.cs[r], h.cs[l]) {
+			m = r
+		}
+		if !h.less(h.cs[m], h.cs[i]) {
+			return
+		}
+		h.cs[i], h.cs[m] = h.cs[m], h.cs[i]
+		i = m
+	}
 }
 
 // oldestUncommitted returns the earliest event time among the first

@@ -379,3 +379,47 @@ func TestLateEventsReported(t *testing.T) {
 		t.Errorf("warnings %q, want %q", got, want)
 	}
 }
+
+// TestMergeHeap checks the replay's merge order: event time first; among
+// equal times the cursor taken least recently, so that partitions sharing
+// a time are taken in turn rather than drained one after the other.
+func TestMergeHeap(t *testing.T) {
+	parts := [][]int64{
+		{1, 5, 5, 5, 9},
+		{2, 5, 5, 7},
+		{},
+		{5, 5, 10},
+	}
+	var cursors []*replayCursor
+	for p, ats := range parts {
+		c := newReplayCursor(p, "events", false)
+		if len(ats) > 0 {
+			ch := &replayChunk{}
+			for _, at := range ats {
+				ch.evs = append(ch.evs, replayedEvent{at: at})
+			}
+			c.chunks <- ch
+		}
+		close(c.chunks)
+		if err := c.advance(); err != nil {
+			t.Fatal(err)
+		}
+		cursors = append(cursors, c)
+	}
+	h := newMergeHeap(cursors)
+	var got []string
+	for len(h.cs) > 0 {
+		c := h.take()
+		got = append(got, fmt.Sprintf("%d@%d", c.partition, c.head.at))
+		if err := h.advance(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []string{"0@1", "1@2",
+		// Time 5 in turn: first by opening order, then least recently taken.
+		"3@5", "0@5", "1@5", "3@5", "0@5", "1@5", "0@5",
+		"1@7", "0@9", "3@10"}
+	if !slices.Equal(got, want) {
+		t.Errorf("order\n got %v\nwant %v", got, want)
+	}
+}

@@ -725,7 +725,9 @@ func (h *handler) Add(m *kafka.Message) {
 	if m.Offset < r.skipBelow[m.Partition] {
 		return // replayed by the restart
 	}
-	if err := h.dec.DecodeNormalized(m.Value, &h.ev); err != nil {
+	// m.Value was read for this message alone and is not used after Add:
+	// the event may share it (the engine copies what it keeps).
+	if err := h.dec.DecodeNormalizedShared(m.Value, &h.ev); err != nil {
 		// Ingest wrote it: a bug or a foreign writer. The payload is not
 		// logged (it may hold anything).
 		if r.metrics != nil {

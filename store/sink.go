@@ -217,7 +217,9 @@ func (h *sinkHandler) Add(m *kafka.Message) {
 	s := h.s
 	switch m.Topic {
 	case s.eventsTopic:
-		if err := h.dec.DecodeNormalized(m.Value, &h.ev); err != nil {
+		// The batch's strings share m.Value, read for this message alone
+		// and never changed, rather than a copy of it.
+		if err := h.dec.DecodeNormalizedShared(m.Value, &h.ev); err != nil {
 			// Ingest wrote it, so this is a bug or a foreign writer; the
 			// payload is not logged (it may be anything).
 			s.metrics.undecodable.WithLabelValues("events").Inc()

@@ -11,8 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"go.uber.org/goleak"
 )
 
@@ -254,5 +256,59 @@ func TestOffsetAt(t *testing.T) {
 		if off := at(tc.since); off != tc.want {
 			t.Errorf("at %v: offset %d, want %d", tc.since.Sub(t0), off, tc.want)
 		}
+	}
+}
+
+// TestBounds reads each partition's first and end offsets, an empty
+// partition's and a cut one's included, and the time of a first record.
+func TestBounds(t *testing.T) {
+	const topic = "bounds"
+	cl, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, topic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	c := Config{Partitions: 3}
+	c.SetDefaults()
+	c.Brokers = cl.ListenAddrs()
+	w := c.NewWriter()
+	defer w.Close()
+	t0 := time.Now().Add(-time.Hour).Truncate(time.Millisecond)
+	var msgs []kafka.Message
+	for i := range 7 {
+		p := 0
+		if i >= 5 {
+			p = 2
+		}
+		msgs = append(msgs, kafka.Message{Topic: topic, Partition: p, Value: []byte("x"), Time: t0.Add(time.Duration(i) * time.Minute)})
+	}
+	w.Balancer = kafka.BalancerFunc(func(m kafka.Message, _ ...int) int { return m.Partition })
+	if err := w.WriteMessages(t.Context(), msgs...); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.DeleteRecords(topic, 0, 2); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Bounds(t.Context(), c.Client(), topic, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[int]Span{0: {2, 5}, 1: {0, 0}, 2: {0, 2}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("bounds (-want +got):\n%s", diff)
+	}
+	ends, err := EndOffsets(t.Context(), c.Client(), topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(map[int]int64{0: 5, 1: 0, 2: 2}, ends); diff != "" {
+		t.Errorf("end offsets (-want +got):\n%s", diff)
+	}
+	at, err := RecordTime(t.Context(), c.Client(), topic, 0, got[0].First)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := t0.Add(2 * time.Minute); !at.Equal(want) {
+		t.Errorf("first record's time %v, want %v", at, want)
 	}
 }

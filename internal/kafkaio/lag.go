@@ -110,7 +110,7 @@ func Positions(ctx context.Context, client *kafka.Client, group string, topics [
 	if err != nil {
 		return nil, fmt.Errorf("cannot fetch committed offsets: %w", err)
 	}
-	end, err := listEnds(ctx, client, parts)
+	end, err := listOffsets(ctx, client, parts, kafka.LastOffset)
 	if err != nil {
 		return nil, err
 	}
@@ -141,6 +141,28 @@ func Positions(ctx context.Context, client *kafka.Client, group string, topics [
 // offset the next message written will have, read from the brokers.
 // Partitions whose offsets the brokers did not answer are left out.
 func EndOffsets(ctx context.Context, client *kafka.Client, topic string) (map[int]int64, error) {
+	b, err := Bounds(ctx, client, topic, false)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[int]int64, len(b))
+	for p, x := range b {
+		out[p] = x.End
+	}
+	return out, nil
+}
+
+// Span is the offsets a partition holds: from First up to, not
+// including, End; empty when they are equal.
+type Span struct {
+	First, End int64
+}
+
+// Bounds returns the end offset of each partition of topic and, with
+// first, its first offset, in one ListOffsets request each (First is -1
+// without). Partitions whose offsets the brokers did not answer are left
+// out.
+func Bounds(ctx context.Context, client *kafka.Client, topic string, first bool) (map[int]Span, error) {
 	meta, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
 	if err != nil {
 		return nil, fmt.Errorf("cannot read metadata: %w", err)
@@ -149,14 +171,31 @@ func EndOffsets(ctx context.Context, client *kafka.Client, topic string) (map[in
 	if len(parts) == 0 {
 		return nil, nil
 	}
-	end, err := listEnds(ctx, client, parts)
+	end, err := listOffsets(ctx, client, parts, kafka.LastOffset)
 	if err != nil {
 		return nil, err
 	}
-	out := map[int]int64{}
+	out := map[int]Span{}
 	for _, p := range end.Topics[topic] {
 		if p.Error == nil {
-			out[p.Partition] = p.LastOffset
+			out[p.Partition] = Span{First: -1, End: p.LastOffset}
+		}
+	}
+	if !first {
+		return out, nil
+	}
+	// A request of its own: a broker refuses a partition named twice in
+	// one.
+	start, err := listOffsets(ctx, client, parts, kafka.FirstOffset)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range start.Topics[topic] {
+		if x, ok := out[p.Partition]; ok && p.Error == nil {
+			x.First = p.FirstOffset
+			out[p.Partition] = x
+		} else {
+			delete(out, p.Partition)
 		}
 	}
 	return out, nil
@@ -176,19 +215,23 @@ func partitionsOf(meta *kafka.MetadataResponse) map[string][]int {
 	return parts
 }
 
-// listEnds reads the end offsets of parts (topic → partitions).
-func listEnds(ctx context.Context, client *kafka.Client, parts map[string][]int) (*kafka.ListOffsetsResponse, error) {
+// listOffsets reads the end offsets (which kafka.LastOffset) or the first
+// offsets (kafka.FirstOffset) of parts (topic → partitions).
+func listOffsets(ctx context.Context, client *kafka.Client, parts map[string][]int, which int64) (*kafka.ListOffsetsResponse, error) {
 	req := &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{}}
 	for topic, ps := range parts {
 		for _, p := range ps {
-			req.Topics[topic] = append(req.Topics[topic], kafka.LastOffsetOf(p))
+			req.Topics[topic] = append(req.Topics[topic], kafka.OffsetRequest{Partition: p, Timestamp: which})
 		}
 	}
-	end, err := client.ListOffsets(ctx, req)
+	res, err := client.ListOffsets(ctx, req)
 	if err != nil {
+		if which == kafka.FirstOffset {
+			return nil, fmt.Errorf("cannot list first offsets: %w", err)
+		}
 		return nil, fmt.Errorf("cannot list end offsets: %w", err)
 	}
-	return end, nil
+	return res, nil
 }
 
 // RecordTime returns the timestamp of the record at offset of a
