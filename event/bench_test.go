@@ -3,6 +3,16 @@ package event
 import "testing"
 
 func BenchmarkDecode(b *testing.B) {
+	benchRaw(b, (*Decoder).Decode)
+}
+
+// BenchmarkDecodeShared is BenchmarkDecode without the copy of the
+// message (ingest's reads).
+func BenchmarkDecodeShared(b *testing.B) {
+	benchRaw(b, (*Decoder).DecodeShared)
+}
+
+func benchRaw(b *testing.B, decode func(*Decoder, []byte, *Event) error) {
 	d := newTestDecoder()
 	for _, typ := range typeNamesList() {
 		in := readValid(b, typ)
@@ -11,7 +21,7 @@ func BenchmarkDecode(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(len(in)))
 			for b.Loop() {
-				if err := d.Decode(in, &e); err != nil {
+				if err := decode(d, in, &e); err != nil {
 					b.Fatal(err)
 				}
 			}

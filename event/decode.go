@@ -141,6 +141,13 @@ func (d *Decoder) Decode(data []byte, e *Event) error {
 	return d.decode(data, e, false, false)
 }
 
+// DecodeShared is Decode without the copy, as DecodeNormalizedShared is
+// DecodeNormalized: the strings of e point into data, which must not
+// change while e, or any string taken from it, is in use.
+func (d *Decoder) DecodeShared(data []byte, e *Event) error {
+	return d.decode(data, e, false, true)
+}
+
 // DecodeNormalized decodes the normalised form that AppendJSON writes after
 // pseudonymisation into e, which it Resets first: fuel events carry
 // buyer_pseudonym, buyer_id_masked and buyer_name_masked instead of

@@ -225,7 +225,10 @@ func (w *worker) Add(m *kafka.Message) {
 	in := w.in
 	e := &w.ev
 	w.received = in.now()
-	if err := w.dec.Decode(m.Value, e); err != nil {
+	// m.Value was read for this message alone and does not change: the
+	// event's strings share it until the next message (the dedupe cache
+	// keeps hashes, the batch the encoded form).
+	if err := w.dec.DecodeShared(m.Value, e); err != nil {
 		w.reject(m, err, event.CodeOf(err))
 		return
 	}
