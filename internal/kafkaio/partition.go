@@ -52,9 +52,13 @@ const maxFetchBytes = 16 << 20
 
 // atFetchBytes bounds the fetch of At, which wants one message: a record
 // batch larger than this still comes whole (a broker always returns the
-// first batch), but a fetch of maxFetchBytes read and thrown away for
-// each step of a Search cost a restart's replay a fifth of its time.
-const atFetchBytes = 1 << 20
+// first batch). What a fetch brings beyond it is read and thrown away at
+// each step of a Search: at maxFetchBytes that cost a restart's replay a
+// fifth of its time, and at 1 MiB (some 200 MB over a million events in
+// 12 partitions) a restart on a day of input still ran 15–20 % slower
+// (BENCHMARKS.md). 64 KiB holds one of ingest's batches (256 events)
+// uncompressed.
+const atFetchBytes = 64 << 10
 
 // dialLeader connects to the leader of partition p of topic.
 func dialLeader(ctx context.Context, kc Config, topic string, p int) (*kafka.Conn, error) {
