@@ -528,13 +528,13 @@ type replayedEvent struct {
 
 // searchOnly is the committed offset replayCursor.read is given for a
 // topic the group does not read (the buyers' topic): where it starts is
-// found by event time alone.
+// found by time alone.
 const searchOnly = math.MaxInt64
 
-// read reads pr from the first event at or after since (earlier where
-// committed, the group's offset, is; from the start when the group has
-// none, -1; searchOnly: since decides) to its end into c.chunks, and
-// closes it. A record whose type
+// read reads pr from the first record ingest received at or after since
+// less event.DefaultMaxFuture (earlier where committed, the group's
+// offset, is; from the start when the group has none, -1; searchOnly:
+// since decides) to its end into c.chunks, and closes it. A record whose type
 // (event.PeekType) no rule evaluates at its time, by byType (Unix ms), is
 // passed over undecoded: an event is at most event.DefaultMaxFuture ahead
 // of its record time, when ingest accepted it. It stops early, with
@@ -555,14 +555,14 @@ func (c *replayCursor) read(ctx context.Context, r *Role, pr *kafkaio.PartitionR
 	// starts at the horizon.
 	from := pr.First
 	if r.cfg.Shards > 0 || committed >= 0 {
-		var ev event.Event
-		eventTime := func(m *kafka.Message) (int64, bool) {
-			err := dec.DecodeNormalized(m.Value, &ev)
-			return ev.Time.UnixMilli(), err == nil
-		}
-		at, err := pr.Search(pr.First, pr.End, since.UnixMilli(), eventTime)
+		// The records ingest received before since less the furthest an
+		// event may be ahead of its receipt hold no event at or after
+		// since: the broker's time index finds where they end, in one
+		// request (a binary search on event time took about 17 fetches).
+		// The filter below reads past the same records by the same rule.
+		at, err := pr.OffsetAt(since.Add(-event.DefaultMaxFuture))
 		if err != nil {
-			send(&replayChunk{err: fmt.Errorf("cannot search %s/%d: %w", c.topic, pr.Partition, err)})
+			send(&replayChunk{err: fmt.Errorf("cannot find where %s/%d reaches back to %s: %w", c.topic, pr.Partition, since.Format(time.RFC3339), err)})
 			return
 		}
 		from = at

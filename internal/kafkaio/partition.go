@@ -140,6 +140,23 @@ func (pr *PartitionReader) At(off int64) (kafka.Message, error) {
 	return pr.conn.ReadMessage(atFetchBytes)
 }
 
+// OffsetAt returns the offset of the first message whose record time is
+// at or after t, by the broker's time index (one ListOffsets request),
+// within [First, End]: End when there is none.
+func (pr *PartitionReader) OffsetAt(t time.Time) (int64, error) {
+	if err := pr.conn.SetDeadline(time.Now().Add(readTimeout)); err != nil {
+		return 0, err
+	}
+	off, err := pr.conn.ReadOffset(t)
+	if err != nil {
+		return 0, fmt.Errorf("cannot look up partition %d at %s: %w", pr.Partition, t.Format(time.RFC3339), err)
+	}
+	if off < 0 || off > pr.End {
+		off = pr.End
+	}
+	return max(off, pr.First), nil
+}
+
 // Search returns the first offset in [lo, hi) whose message's time (by
 // timeOf, Unix ms) is at or after t, or hi when there is none. Times are
 // taken as ascending along the partition, which holds up to the lateness
