@@ -35,7 +35,7 @@ const TopicShards = "internal.rules.shards"
 // and its timers are exactly those of one process, and a key's events
 // reach its state in input order with no second hop to add latency or
 // duplicate a message when a forwarding process crashes. Decoding
-// every event in every process costs about 0.4 µs per event (BENCHMARKS.md);
+// every event in every process costs about 0.25–0.7 µs per event (BENCHMARKS.md);
 // evaluation, the larger part, is shared.
 //
 // The input position is not committed: a generation starts from the replay
