@@ -643,6 +643,10 @@ type soakTrimmer struct {
 	cl     *kfake.Cluster
 	kc     kafkaio.Config
 	groups map[string][]string // group → topics
+	// unread are the topics no group reads (the buyers' topic: only a
+	// rules start reads it, and none starts during the soak), cut where
+	// they ended at the previous round.
+	unread []string
 	// safe holds, by topic and partition, the offset every group had
 	// committed at the previous round: what the next round may cut.
 	safe map[string]map[int]int64
@@ -650,7 +654,19 @@ type soakTrimmer struct {
 }
 
 func newSoakTrimmer(cl *kfake.Cluster, kc kafkaio.Config, groups map[string][]string) *soakTrimmer {
-	return &soakTrimmer{cl: cl, kc: kc, groups: groups, safe: map[string]map[int]int64{}, cut: map[string]map[int]int64{}}
+	t := &soakTrimmer{cl: cl, kc: kc, groups: groups, safe: map[string]map[int]int64{}, cut: map[string]map[int]int64{}}
+	read := map[string]bool{}
+	for _, topics := range groups {
+		for _, topic := range topics {
+			read[topic] = true
+		}
+	}
+	for _, topic := range kc.Topics(kafkaio.AllTopics...) {
+		if !read[topic] {
+			t.unread = append(t.unread, topic)
+		}
+	}
+	return t
 }
 
 // run cuts every soakTrimEvery until ctx is done.
@@ -722,15 +738,13 @@ func (t *soakTrimmer) round(ctx context.Context) {
 			}
 		}
 	}
-	// The buyers' topic has no group: only a rules start reads it, and
-	// none starts during the soak. It is cut to where it ended at the
-	// previous round.
-	fuel := t.kc.Topic(kafkaio.TopicFuelEvents)
-	ends, err := kafkaio.EndOffsets(ctx, client, fuel)
-	if err != nil {
-		return
+	for _, topic := range t.unread {
+		ends, err := kafkaio.EndOffsets(ctx, client, topic)
+		if err != nil {
+			return
+		}
+		low[topic], unknown[topic] = ends, map[int]bool{}
 	}
-	low[fuel], unknown[fuel] = ends, map[int]bool{}
 	t.safe = map[string]map[int]int64{}
 	for topic, ps := range low {
 		for p, off := range ps {

@@ -97,13 +97,9 @@ func (p Position) Lag() int64 { return max(p.End-p.Committed, 0) }
 // read from the brokers. Partitions whose offsets the brokers did not
 // answer are left out.
 func Positions(ctx context.Context, client *kafka.Client, group string, topics []string) (map[string]map[int]Position, error) {
-	meta, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: topics})
-	if err != nil {
-		return nil, fmt.Errorf("cannot read metadata: %w", err)
-	}
-	parts := partitionsOf(meta)
-	if len(parts) == 0 {
-		return nil, nil
+	parts, err := partitionsOf(ctx, client, topics)
+	if err != nil || len(parts) == 0 {
+		return nil, err
 	}
 	// Committed before the ends: an end read after a commit is not below it.
 	committed, err := client.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group, Topics: parts})
@@ -163,13 +159,9 @@ type Span struct {
 // without). Partitions whose offsets the brokers did not answer are left
 // out.
 func Bounds(ctx context.Context, client *kafka.Client, topic string, first bool) (map[int]Span, error) {
-	meta, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
-	if err != nil {
-		return nil, fmt.Errorf("cannot read metadata: %w", err)
-	}
-	parts := partitionsOf(meta)
-	if len(parts) == 0 {
-		return nil, nil
+	parts, err := partitionsOf(ctx, client, []string{topic})
+	if err != nil || len(parts) == 0 {
+		return nil, err
 	}
 	end, err := listOffsets(ctx, client, parts, kafka.LastOffset)
 	if err != nil {
@@ -201,8 +193,13 @@ func Bounds(ctx context.Context, client *kafka.Client, topic string, first bool)
 	return out, nil
 }
 
-// partitionsOf returns the partitions of each topic the metadata answered.
-func partitionsOf(meta *kafka.MetadataResponse) map[string][]int {
+// partitionsOf reads the partitions of topics from the metadata; a topic
+// the brokers answer with an error is left out.
+func partitionsOf(ctx context.Context, client *kafka.Client, topics []string) (map[string][]int, error) {
+	meta, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: topics})
+	if err != nil {
+		return nil, fmt.Errorf("cannot read metadata: %w", err)
+	}
 	parts := map[string][]int{}
 	for _, t := range meta.Topics {
 		if t.Error != nil {
@@ -212,7 +209,7 @@ func partitionsOf(meta *kafka.MetadataResponse) map[string][]int {
 			parts[t.Name] = append(parts[t.Name], p.ID)
 		}
 	}
-	return parts
+	return parts, nil
 }
 
 // listOffsets reads the end offsets (which kafka.LastOffset) or the first

@@ -80,24 +80,14 @@ func dialLeader(ctx context.Context, kc Config, topic string, p int) (*kafka.Con
 // its first fetch, so that a message written between the two is
 // skipped.
 func OffsetAt(ctx context.Context, kc Config, topic string, p int, since time.Time) (int64, error) {
-	conn, err := dialLeader(ctx, kc, topic, p)
+	pr, err := OpenPartition(ctx, kc, topic, p)
 	if err != nil {
 		return 0, err
 	}
-	defer conn.Close()
-	if err := conn.SetDeadline(time.Now().Add(readTimeout)); err != nil {
-		return 0, err
-	}
-	end, err := conn.ReadLastOffset()
+	defer pr.Close()
+	off, err := pr.OffsetAt(since)
 	if err != nil {
-		return 0, fmt.Errorf("cannot read the end of %s/%d: %w", topic, p, err)
-	}
-	off, err := conn.ReadOffset(since)
-	if err != nil {
-		return 0, fmt.Errorf("cannot look up %s/%d at %s: %w", topic, p, since.Format(time.RFC3339), err)
-	}
-	if off < 0 {
-		off = end
+		return 0, fmt.Errorf("cannot look up %s/%d: %w", topic, p, err)
 	}
 	return off, nil
 }
@@ -142,7 +132,8 @@ func (pr *PartitionReader) At(off int64) (kafka.Message, error) {
 
 // OffsetAt returns the offset of the first message whose record time is
 // at or after t, by the broker's time index (one ListOffsets request),
-// within [First, End]: End when there is none.
+// within [First, End]: End, read when the reader opened, when there is
+// none.
 func (pr *PartitionReader) OffsetAt(t time.Time) (int64, error) {
 	if err := pr.conn.SetDeadline(time.Now().Add(readTimeout)); err != nil {
 		return 0, err
