@@ -407,6 +407,9 @@ func (r *Role) replay(ctx context.Context, start time.Time) (int, time.Time, err
 			}
 			r.progress.replayed.Store(int64(n))
 			r.progress.at.Store(ms)
+			if r.replayed != nil {
+				r.replayed(n)
+			}
 			if ctx.Err() != nil {
 				return n, since, ctx.Err()
 			}

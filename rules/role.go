@@ -246,6 +246,9 @@ type Role struct {
 	// assigned, when not nil, is called with the shards of each
 	// generation once its restore is over (for tests).
 	assigned func(owned []int)
+	// replayed, when not nil, is called amid a replay each time its
+	// progress is published, with the events replayed so far (for tests).
+	replayed func(n int)
 
 	eventsTopic string
 	fuelTopic   string // the buyers' topic, read by the restart only

@@ -2,9 +2,10 @@ package kafkaio
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
+	"net"
 	"slices"
 	"time"
 
@@ -34,18 +35,23 @@ func Partitions(ctx context.Context, kc Config, topic string) ([]int, error) {
 // without a consumer group: a restart reads what is there, from an offset
 // it chooses (Next), up to the end offset it saw when it opened (End). It
 // is how the stateful roles rebuild their state from their own output and
-// their input.
+// their input. The offsets are listed through kafka-go (conn); the records
+// are fetched and parsed by a fetcher over the same socket (fetch.go,
+// which says who owns the messages' bytes).
 type PartitionReader struct {
 	conn      *kafka.Conn
+	f         fetcher
 	Partition int
 	// First and End are the partition's first offset and the offset after
 	// its last message when the reader opened; Next is the next offset
 	// Read returns, First at the start.
 	First, End, Next int64
-	batch            *kafka.Batch
+	i                int   // f.msgs[i] is the next message fetched and not yet returned
+	at               int64 // Next as Read left it; another: a caller moved it, or At fetched
+	fetchedAt        int64 // Next when Read last fetched
 }
 
-// readTimeout bounds one fetch of a PartitionReader.
+// readTimeout bounds one fetch of a PartitionReader, beyond its wait.
 const readTimeout = 30 * time.Second
 
 const maxFetchBytes = 16 << 20
@@ -60,17 +66,56 @@ const maxFetchBytes = 16 << 20
 // uncompressed.
 const atFetchBytes = 64 << 10
 
-// dialLeader connects to the leader of partition p of topic.
-func dialLeader(ctx context.Context, kc Config, topic string, p int) (*kafka.Conn, error) {
+// dialLeader connects to the leader of partition p of topic. It returns
+// kafka-go's connection and the socket under it, secured and logged in,
+// for a fetcher: the two take turns on it, each reading its whole answer
+// before the other asks, so neither reads the other's.
+func dialLeader(ctx context.Context, kc Config, topic string, p int) (*kafka.Conn, net.Conn, error) {
 	err := errors.New("no broker")
 	d := kc.Dialer()
+	var part kafka.Partition
 	for _, b := range kc.Brokers {
-		var conn *kafka.Conn
-		if conn, err = d.DialLeader(ctx, "tcp", b, topic, p); err == nil {
-			return conn, nil
+		if part, err = d.LookupPartition(ctx, "tcp", b, topic, p); err == nil {
+			break
 		}
 	}
-	return nil, fmt.Errorf("cannot reach the leader of %s/%d: %w", topic, p, err)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cannot reach the leader of %s/%d: %w", topic, p, err)
+	}
+	// TLS here rather than in kafka-go, so that the socket it gives the
+	// Conn is the secured one; kafka-go still logs in (SASL).
+	ld := *d
+	tc, dial := d.TLS, d.DialFunc
+	if dial == nil {
+		dial = (&net.Dialer{}).DialContext // kafka-go's own, less the deprecated DualStack (always on)
+	}
+	var sock net.Conn
+	ld.TLS = nil
+	ld.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err != nil || tc == nil {
+			sock = c
+			return c, err
+		}
+		cfg := tc
+		if cfg.ServerName == "" {
+			// As kafka-go does: the host dialled.
+			cfg = tc.Clone()
+			cfg.ServerName, _, _ = net.SplitHostPort(addr)
+		}
+		t := tls.Client(c, cfg)
+		if err := t.HandshakeContext(ctx); err != nil {
+			c.Close()
+			return nil, err
+		}
+		sock = t
+		return t, nil
+	}
+	conn, err := ld.DialPartition(ctx, "tcp", "", part)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cannot reach the leader of %s/%d: %w", topic, p, err)
+	}
+	return conn, sock, nil
 }
 
 // OffsetAt returns the offset of the first message of partition p of
@@ -94,7 +139,7 @@ func OffsetAt(ctx context.Context, kc Config, topic string, p int, since time.Ti
 
 // OpenPartition opens partition p of topic (a full name).
 func OpenPartition(ctx context.Context, kc Config, topic string, p int) (*PartitionReader, error) {
-	conn, err := dialLeader(ctx, kc, topic, p)
+	conn, sock, err := dialLeader(ctx, kc, topic, p)
 	if err != nil {
 		return nil, err
 	}
@@ -103,31 +148,49 @@ func OpenPartition(ctx context.Context, kc Config, topic string, p int) (*Partit
 		conn.Close()
 		return nil, fmt.Errorf("cannot read offsets of %s/%d: %w", topic, p, err)
 	}
-	return &PartitionReader{conn: conn, Partition: p, First: first, End: end, Next: first}, nil
+	clientID := kc.Dialer().ClientID
+	if clientID == "" {
+		clientID = kafka.DefaultClientID
+	}
+	return &PartitionReader{conn: conn, f: fetcher{conn: sock, topic: topic, partition: p, clientID: clientID},
+		Partition: p, First: first, End: end, Next: first, at: first, fetchedAt: -1}, nil
 }
 
 // Close closes the connection.
 func (pr *PartitionReader) Close() {
-	if pr.batch != nil {
-		pr.batch.Close()
-		pr.batch = nil
-	}
 	pr.conn.Close()
 }
 
 // At returns the first message at or after offset off (< End).
 func (pr *PartitionReader) At(off int64) (kafka.Message, error) {
-	if pr.batch != nil {
-		pr.batch.Close()
-		pr.batch = nil
+	pr.at = -1 // what Read had fetched is gone
+	for empty := 0; off < pr.End; {
+		if err := pr.f.fetch(off, atFetchBytes, time.Second); err != nil {
+			return kafka.Message{}, fmt.Errorf("cannot read %s/%d at offset %d: %w", pr.f.topic, pr.Partition, off, err)
+		}
+		for {
+			ok, err := pr.f.batch()
+			if err != nil {
+				return kafka.Message{}, fmt.Errorf("cannot read %s/%d at offset %d: %w", pr.f.topic, pr.Partition, off, err)
+			}
+			if !ok {
+				break
+			}
+			for _, m := range pr.f.msgs {
+				if m.Offset >= off {
+					return m, nil
+				}
+			}
+		}
+		if after := pr.f.batches.after; after > off {
+			off = after // past a transaction's markers or a compacted stretch
+			continue
+		}
+		if empty++; empty > 3 {
+			break
+		}
 	}
-	if _, err := pr.conn.Seek(off, kafka.SeekAbsolute|kafka.SeekDontCheck); err != nil {
-		return kafka.Message{}, err
-	}
-	if err := pr.conn.SetReadDeadline(time.Now().Add(readTimeout)); err != nil {
-		return kafka.Message{}, err
-	}
-	return pr.conn.ReadMessage(atFetchBytes)
+	return kafka.Message{}, fmt.Errorf("no message at or after offset %d of %s/%d, which ends at %d", off, pr.f.topic, pr.Partition, pr.End)
 }
 
 // OffsetAt returns the offset of the first message whose record time is
@@ -169,39 +232,52 @@ func (pr *PartitionReader) Search(lo, hi, t int64, timeOf func(*kafka.Message) (
 }
 
 // Read returns the next message before End; false when there is none.
+// What it returns may be kept (fetch.go).
 func (pr *PartitionReader) Read() (kafka.Message, bool, error) {
+	if pr.at != pr.Next {
+		pr.f.drop() // the caller moved Next, or At fetched
+		pr.i = 0
+	}
 	empty := 0
 	for pr.Next < pr.End {
-		if pr.batch == nil {
-			if _, err := pr.conn.Seek(pr.Next, kafka.SeekAbsolute|kafka.SeekDontCheck); err != nil {
-				return kafka.Message{}, false, err
+		for ; pr.i < len(pr.f.msgs); pr.i++ {
+			m := &pr.f.msgs[pr.i]
+			if m.Offset < pr.Next {
+				continue // a batch starts before where the fetch asked
 			}
-			if err := pr.conn.SetReadDeadline(time.Now().Add(readTimeout)); err != nil {
-				return kafka.Message{}, false, err
+			if m.Offset >= pr.End {
+				return kafka.Message{}, false, nil
 			}
-			pr.batch = pr.conn.ReadBatchWith(kafka.ReadBatchConfig{MinBytes: 1, MaxBytes: maxFetchBytes, MaxWait: time.Second})
+			pr.i++
+			pr.Next = m.Offset + 1
+			pr.at = pr.Next
+			return *m, true, nil
 		}
-		m, err := pr.batch.ReadMessage()
+		ok, err := pr.f.batch()
 		if err != nil {
-			cerr := pr.batch.Close()
-			pr.batch = nil
-			if !errors.Is(err, io.EOF) {
-				return kafka.Message{}, false, err
-			}
-			if cerr != nil {
-				return kafka.Message{}, false, cerr
-			}
+			return kafka.Message{}, false, fmt.Errorf("cannot read %s/%d at offset %d: %w", pr.f.topic, pr.Partition, pr.Next, err)
+		}
+		pr.i = 0
+		if ok {
+			continue
+		}
+		// The last response is read: the next, unless it brought nothing.
+		if pr.fetchedAt == pr.Next && pr.f.batches.after <= pr.Next {
 			if empty++; empty > 3 {
-				return kafka.Message{}, false, fmt.Errorf("no message at offset %d of %d", pr.Next, pr.End)
+				return kafka.Message{}, false, fmt.Errorf("no message at offset %d of %s/%d, which ends at %d", pr.Next, pr.f.topic, pr.Partition, pr.End)
 			}
-			continue
+		} else {
+			empty = 0
 		}
-		empty = 0
-		if m.Offset < pr.Next {
-			continue
+		// Past a transaction's markers or a compacted stretch, if so.
+		pr.Next = max(pr.Next, pr.f.batches.after)
+		pr.at, pr.fetchedAt = pr.Next, pr.Next
+		if pr.Next >= pr.End {
+			break
 		}
-		pr.Next = m.Offset + 1
-		return m, true, nil
+		if err := pr.f.fetch(pr.Next, maxFetchBytes, time.Second); err != nil {
+			return kafka.Message{}, false, fmt.Errorf("cannot read %s/%d at offset %d: %w", pr.f.topic, pr.Partition, pr.Next, err)
+		}
 	}
 	return kafka.Message{}, false, nil
 }
