@@ -41,6 +41,7 @@ type fetcher struct {
 	hdr       [8]byte
 	batches   batches         // the last response's, read one at a time
 	msgs      []kafka.Message // the last batch's records
+	broken    error           // the exchange that failed midway: the socket is out of step
 }
 
 // fetchVersion is the Fetch request version the fetcher speaks: the
@@ -68,7 +69,16 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // response is read whole, but parsed a batch at a time: a fetch of 16 MiB
 // parsed at once made a slice of some 50,000 messages, grown and copied
 // as it went.
-func (f *fetcher) fetch(next int64, maxBytes int32, wait time.Duration) error {
+func (f *fetcher) fetch(next int64, maxBytes int32, wait time.Duration) (err error) {
+	if f.broken != nil {
+		return f.broken
+	}
+	defer func() {
+		var me malformed
+		if err != nil && !errors.As(err, &me) {
+			f.broken = err
+		}
+	}()
 	f.corr++
 	f.req = appendFetchRequest(f.req[:0], f.corr, f.clientID, f.topic, int32(f.partition), next, maxBytes, wait)
 	if err := f.conn.SetDeadline(time.Now().Add(wait + readTimeout)); err != nil {
@@ -97,11 +107,17 @@ func (f *fetcher) fetch(next int64, maxBytes int32, wait time.Duration) error {
 	}
 	records, err := fetchedRecords(f.body, f.topic, int32(f.partition))
 	if err != nil {
-		return err
+		return malformed{err}
 	}
 	f.batches.rest = records
 	return nil
 }
+
+// malformed is an error in a response read whole: the socket is still in
+// step.
+type malformed struct{ error }
+
+func (e malformed) Unwrap() error { return e.error }
 
 // batch replaces f.msgs with the records of the last response's next
 // batch; false when it has no whole batch left. A control batch gives

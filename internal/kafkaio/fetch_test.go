@@ -331,3 +331,29 @@ func BenchmarkPartitionReader(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/record")
 }
+
+// TestFetcherPartitionError checks that a partition's error in a fetch
+// response comes back as kafka-go's error, and that the connection goes
+// on: the response was read whole.
+func TestFetcherPartitionError(t *testing.T) {
+	c := testBroker(t)
+	topic := c.Topic(TopicEvents)
+	w := c.NewWriter()
+	defer w.Close()
+	w.Balancer = kafka.BalancerFunc(func(kafka.Message, ...int) int { return 0 })
+	if err := w.WriteMessages(t.Context(), kafka.Message{Topic: topic, Value: []byte("a")}); err != nil {
+		t.Fatal(err)
+	}
+	pr, err := OpenPartition(t.Context(), c, topic, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	if err := pr.f.fetch(1_000, maxFetchBytes, 0); !errors.Is(err, kafka.OffsetOutOfRange) {
+		t.Fatalf("fetch past the end: %v, want %v", err, kafka.OffsetOutOfRange)
+	}
+	m, ok, err := pr.Read()
+	if err != nil || !ok || string(m.Value) != "a" {
+		t.Errorf("read after the error: %q %v %v", m.Value, ok, err)
+	}
+}
