@@ -376,6 +376,7 @@ func (r *Role) replay(ctx context.Context, start time.Time) (int, time.Time, err
 		// lateness after it happened, and it is behind the newest event by
 		// more than the lateness.
 		ms := e.ev.Time.UnixMilli()
+		queued := false
 		// The newest event is the engine's maxEvent, this one included.
 		if !e.pub.IsZero() && e.pub.UnixMilli()-ms > late && ms < r.eng.maxEvent-late {
 			r.eng.countLate()
@@ -387,9 +388,12 @@ func (r *Role) replay(ctx context.Context, start time.Time) (int, time.Time, err
 			r.eng.Hold(earlier(r.holdLocked(start), newest.Add(-r.cfg.StallMaxHold)))
 			r.scratch = r.eng.ProcessReceived(start, &e.ev, e.recv, r.scratch[:0])
 			r.queueLocked(start, r.scratch)
+			queued = len(r.scratch) > 0
 		}
 		n++
-		if r.outbox.Len() >= r.cfg.MaxPending {
+		// Only a queued alert fills the outbox (and its length takes its
+		// lock): most events raise none.
+		if queued && r.outbox.Len() >= r.cfg.MaxPending {
 			r.mu.Unlock()
 			err := r.flushPending(ctx)
 			r.mu.Lock()
@@ -463,6 +467,7 @@ type replayCursor struct {
 	cur       *replayChunk
 	i         int
 	head      *replayedEvent // &cur.evs[i] while ok
+	at        int64          // head.at, where the merge compares it without a miss
 	ok        bool           // head holds the next event
 	order     int            // place among the replay's cursors
 	taken     uint64         // when the merge last took its head (mergeHeap)
@@ -628,6 +633,7 @@ func (c *replayCursor) advance() error {
 	if c.cur != nil {
 		if c.i++; c.i < len(c.cur.evs) {
 			c.head = &c.cur.evs[c.i]
+			c.at = c.head.at
 			return nil
 		}
 		// The engine keeps nothing of an event past its call.
@@ -647,6 +653,7 @@ func (c *replayCursor) advance() error {
 		return ch.err
 	}
 	c.cur, c.i, c.head, c.ok = ch, 0, &ch.evs[0], true
+	c.at = c.head.at
 	return nil
 }
 
@@ -674,8 +681,8 @@ func newMergeHeap(cursors []*replayCursor) *mergeHeap {
 }
 
 func (h *mergeHeap) less(a, b *replayCursor) bool {
-	if a.head.at != b.head.at {
-		return a.head.at < b.head.at
+	if a.at != b.at {
+		return a.at < b.at
 	}
 	if a.taken != b.taken {
 		return a.taken < b.taken
