@@ -42,6 +42,7 @@ type fetcher struct {
 	batches   batches         // the last response's, read one at a time
 	msgs      []kafka.Message // the last batch's records
 	broken    error           // the exchange that failed midway: the socket is out of step
+	highWater int64           // the partition's high watermark at the last response
 }
 
 // fetchVersion is the Fetch request version the fetcher speaks: the
@@ -105,11 +106,11 @@ func (f *fetcher) fetch(next int64, maxBytes int32, wait time.Duration) (err err
 	if _, err := io.ReadFull(f.conn, f.body); err != nil {
 		return fmt.Errorf("cannot read a fetch response: %w", err)
 	}
-	records, err := fetchedRecords(f.body, f.topic, int32(f.partition))
+	records, high, err := fetchedRecords(f.body, f.topic, int32(f.partition))
 	if err != nil {
 		return malformed{err}
 	}
-	f.batches.rest = records
+	f.batches.rest, f.highWater = records, high
 	return nil
 }
 
@@ -236,7 +237,7 @@ func (w *wire) bytes() []byte {
 // fetchedRecords returns the records field of partition of topic in a
 // Fetch response body (version fetchVersion, after the correlation id), or
 // the partition's error.
-func fetchedRecords(body []byte, topic string, partition int32) ([]byte, error) {
+func fetchedRecords(body []byte, topic string, partition int32) ([]byte, int64, error) {
 	w := wire{b: body}
 	w.int32() // throttle time
 	for range w.int32() {
@@ -244,7 +245,7 @@ func fetchedRecords(body []byte, topic string, partition int32) ([]byte, error) 
 		for range w.int32() {
 			p := w.int32()
 			code := w.int16()
-			w.int64() // high watermark
+			high := w.int64()
 			w.int64() // last stable offset
 			if n := w.int32(); n > 0 {
 				w.take(16 * int(n)) // aborted transactions
@@ -255,20 +256,20 @@ func fetchedRecords(body []byte, topic string, partition int32) ([]byte, error) 
 				records = w.take(int(n))
 			}
 			if w.short {
-				return nil, errors.New("cannot read a fetch response: it ends early")
+				return nil, 0, errors.New("cannot read a fetch response: it ends early")
 			}
 			if string(name) == topic && p == partition {
 				if code != 0 {
-					return nil, fmt.Errorf("cannot fetch %s/%d: %w", topic, partition, kafka.Error(code))
+					return nil, 0, fmt.Errorf("cannot fetch %s/%d: %w", topic, partition, kafka.Error(code))
 				}
-				return records, nil
+				return records, high, nil
 			}
 		}
 		if w.short {
 			break
 		}
 	}
-	return nil, fmt.Errorf("cannot read a fetch response: it has no %s/%d", topic, partition)
+	return nil, 0, fmt.Errorf("cannot read a fetch response: it has no %s/%d", topic, partition)
 }
 
 // Record batch attributes (Kafka's DefaultRecordBatch).

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -338,12 +339,7 @@ func BenchmarkPartitionReader(b *testing.B) {
 func TestFetcherPartitionError(t *testing.T) {
 	c := testBroker(t)
 	topic := c.Topic(TopicEvents)
-	w := c.NewWriter()
-	defer w.Close()
-	w.Balancer = kafka.BalancerFunc(func(kafka.Message, ...int) int { return 0 })
-	if err := w.WriteMessages(t.Context(), kafka.Message{Topic: topic, Value: []byte("a")}); err != nil {
-		t.Fatal(err)
-	}
+	writePartition(t, c, topic, 0, "a")
 	pr, err := OpenPartition(t.Context(), c, topic, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -355,5 +351,67 @@ func TestFetcherPartitionError(t *testing.T) {
 	m, ok, err := pr.Read()
 	if err != nil || !ok || string(m.Value) != "a" {
 		t.Errorf("read after the error: %q %v %v", m.Value, ok, err)
+	}
+}
+
+// TestPartitionReaderFollow follows a partition past the end it had when
+// it opened, gives the high watermark with each message, returns nothing
+// when nothing is written within its wait, and ends a wait when closed.
+func TestPartitionReaderFollow(t *testing.T) {
+	c := testBroker(t)
+	topic := c.Topic(TopicEvents)
+	write := func(vs ...string) { writePartition(t, c, topic, 2, vs...) }
+	write("a", "b")
+	pr, err := OpenPartition(t.Context(), c, topic, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr.Next = 1
+	write("c")
+	var got []string
+	for len(got) < 2 {
+		m, ok, err := pr.Follow(time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok {
+			got = append(got, fmt.Sprintf("%s@%d/%d", m.Value, m.Offset, m.HighWaterMark))
+		}
+	}
+	if want := []string{"b@1/3", "c@2/3"}; !slices.Equal(got, want) {
+		t.Errorf("followed %v, want %v", got, want)
+	}
+	if m, ok, err := pr.Follow(10 * time.Millisecond); ok || err != nil {
+		t.Errorf("nothing written: %q %v %v", m.Value, ok, err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := pr.Follow(time.Minute)
+		done <- err
+	}()
+	time.Sleep(50 * time.Millisecond) // let it wait (the test passes either way)
+	pr.Close()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("a closed reader's wait ended without an error")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not end the wait")
+	}
+}
+
+// writePartition writes values to partition p of topic, in one batch.
+func writePartition(t *testing.T, c Config, topic string, p int, vs ...string) {
+	t.Helper()
+	w := c.NewWriter()
+	defer w.Close()
+	w.Balancer = kafka.BalancerFunc(func(kafka.Message, ...int) int { return p })
+	var msgs []kafka.Message
+	for _, v := range vs {
+		msgs = append(msgs, kafka.Message{Topic: topic, Value: []byte(v)})
+	}
+	if err := w.WriteMessages(t.Context(), msgs...); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -234,32 +234,18 @@ func (pr *PartitionReader) Search(lo, hi, t int64, timeOf func(*kafka.Message) (
 // Read returns the next message before End; false when there is none.
 // What it returns may be kept (fetch.go).
 func (pr *PartitionReader) Read() (kafka.Message, bool, error) {
-	if pr.at != pr.Next {
-		pr.f.drop() // the caller moved Next, or At fetched
-		pr.i = 0
-	}
+	pr.resync()
 	empty := 0
 	for pr.Next < pr.End {
-		for ; pr.i < len(pr.f.msgs); pr.i++ {
-			m := &pr.f.msgs[pr.i]
-			if m.Offset < pr.Next {
-				continue // a batch starts before where the fetch asked
-			}
+		m, err := pr.next()
+		if err != nil {
+			return kafka.Message{}, false, err
+		}
+		if m != nil {
 			if m.Offset >= pr.End {
 				return kafka.Message{}, false, nil
 			}
-			pr.i++
-			pr.Next = m.Offset + 1
-			pr.at = pr.Next
-			return *m, true, nil
-		}
-		ok, err := pr.f.batch()
-		if err != nil {
-			return kafka.Message{}, false, fmt.Errorf("cannot read %s/%d at offset %d: %w", pr.f.topic, pr.Partition, pr.Next, err)
-		}
-		pr.i = 0
-		if ok {
-			continue
+			return pr.take(m), true, nil
 		}
 		// The last response is read: the next, unless it brought nothing.
 		if pr.fetchedAt == pr.Next && pr.f.batches.after <= pr.Next {
@@ -269,17 +255,88 @@ func (pr *PartitionReader) Read() (kafka.Message, bool, error) {
 		} else {
 			empty = 0
 		}
-		// Past a transaction's markers or a compacted stretch, if so.
-		pr.Next = max(pr.Next, pr.f.batches.after)
-		pr.at, pr.fetchedAt = pr.Next, pr.Next
+		pr.skip()
 		if pr.Next >= pr.End {
 			break
 		}
+		pr.fetchedAt = pr.Next
 		if err := pr.f.fetch(pr.Next, maxFetchBytes, time.Second); err != nil {
 			return kafka.Message{}, false, fmt.Errorf("cannot read %s/%d at offset %d: %w", pr.f.topic, pr.Partition, pr.Next, err)
 		}
 	}
 	return kafka.Message{}, false, nil
+}
+
+// Follow returns the next message from Next on, End or not, waiting up to
+// wait for one to be written; false when none came in time. Its messages
+// carry the partition's high watermark at their fetch. After an error
+// the connection may be out of step: open the partition again at Next.
+// Close, from another goroutine, ends a wait at once (with an error).
+func (pr *PartitionReader) Follow(wait time.Duration) (kafka.Message, bool, error) {
+	pr.resync()
+	for fetched := false; ; fetched = true {
+		m, err := pr.next()
+		if err != nil {
+			return kafka.Message{}, false, err
+		}
+		if m != nil {
+			return pr.take(m), true, nil
+		}
+		pr.skip()
+		if fetched {
+			return kafka.Message{}, false, nil
+		}
+		if err := pr.f.fetch(pr.Next, maxFetchBytes, wait); err != nil {
+			return kafka.Message{}, false, fmt.Errorf("cannot read %s/%d at offset %d: %w", pr.f.topic, pr.Partition, pr.Next, err)
+		}
+	}
+}
+
+// resync forgets what was fetched when Next is not where the reader left
+// it: the caller moved it, or At fetched.
+func (pr *PartitionReader) resync() {
+	if pr.at != pr.Next {
+		pr.f.drop()
+		pr.i = 0
+	}
+}
+
+// next returns the next message fetched and not yet returned at or after
+// Next, reading the last response's batches as it needs; nil when they
+// are used up.
+func (pr *PartitionReader) next() (*kafka.Message, error) {
+	for {
+		// One before Next: a batch starts before where the fetch asked.
+		for ; pr.i < len(pr.f.msgs); pr.i++ {
+			if m := &pr.f.msgs[pr.i]; m.Offset >= pr.Next {
+				return m, nil
+			}
+		}
+		ok, err := pr.f.batch()
+		if err != nil {
+			return nil, fmt.Errorf("cannot read %s/%d at offset %d: %w", pr.f.topic, pr.Partition, pr.Next, err)
+		}
+		pr.i = 0
+		if !ok {
+			return nil, nil
+		}
+	}
+}
+
+// take returns m, which next returned, and moves past it.
+func (pr *PartitionReader) take(m *kafka.Message) kafka.Message {
+	pr.i++
+	pr.Next = m.Offset + 1
+	pr.at = pr.Next
+	m.HighWaterMark = pr.f.highWater
+	return *m
+}
+
+// skip moves Next past the last response's batches, once they are read:
+// past a transaction's markers or a compacted stretch, if it held one.
+func (pr *PartitionReader) skip() {
+	pr.Next = max(pr.Next, pr.f.batches.after)
+	pr.at = pr.Next
 }
 
 // Each calls f with every message from Next to End.
