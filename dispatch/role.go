@@ -302,28 +302,7 @@ func mayBePatrol(v []byte) bool {
 // tail reads partition p of topic from offset off until ctx is done,
 // without a consumer group: every dispatcher reads every unit.
 func (r *Role) tail(ctx context.Context, topic string, p int, off int64, f func(*kafka.Message)) {
-	rd := r.kc.NewPartitionReader(topic, p)
-	defer rd.Close()
-	if err := rd.SetOffset(off); err != nil {
-		r.log.Error("cannot position tail reader", "topic", topic, "partition", p, "err", err)
-		return
-	}
-	for {
-		m, err := rd.FetchMessage(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			r.log.Warn("cannot read", "topic", topic, "partition", p, "err", err)
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(time.Second):
-			}
-			continue
-		}
-		f(&m)
-	}
+	kafkaio.Follow(ctx, r.kc, topic, p, off, r.log, f)
 }
 
 // handler is the alerts consumer's Handler: Add runs the engine, Flush

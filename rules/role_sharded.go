@@ -113,7 +113,15 @@ func (r *Role) runGeneration(gctx context.Context, generation int32, owned []int
 		readers.Add(1)
 		go func() {
 			defer readers.Done()
-			r.follow(gctx, p, r.skipBelow[p], msgs, lag)
+			kafkaio.Follow(gctx, r.kc, r.eventsTopic, p, r.skipBelow[p], r.log, func(m *kafka.Message) {
+				if lag != nil {
+					lag.Set(float64(m.HighWaterMark - m.Offset - 1))
+				}
+				select {
+				case msgs <- *m:
+				case <-gctx.Done():
+				}
+			})
 		}()
 	}
 
@@ -152,69 +160,6 @@ loop:
 	}
 	readers.Wait()
 	return nil
-}
-
-// follow reads partition p of the events topic from offset from on into
-// msgs until ctx ends. A broker error (a leader moving, a connection lost)
-// waits and opens the partition again where it stopped, as the group
-// consumers retry, rather than take the process down. Records already
-// gone from the log (retention passed them while the process lagged) are
-// skipped with a warning, as a consumer group's reader does.
-func (r *Role) follow(ctx context.Context, p int, from int64, msgs chan<- kafka.Message, lag prometheus.Gauge) {
-	backoff := 100 * time.Millisecond
-	next := from
-	wait := r.kc.MaxWait
-	if wait <= 0 {
-		wait = 100 * time.Millisecond
-	}
-	retry := func(err error) bool {
-		r.log.Warn("cannot read events; retrying", "topic", r.eventsTopic, "partition", p, "offset", next, "retry_in", backoff, "err", err)
-		select {
-		case <-time.After(backoff):
-		case <-ctx.Done():
-			return false
-		}
-		backoff = min(2*backoff, 5*time.Second)
-		return true
-	}
-	for ctx.Err() == nil {
-		pr, err := kafkaio.OpenPartition(ctx, r.kc, r.eventsTopic, p)
-		if err != nil {
-			if ctx.Err() != nil || !retry(err) {
-				return
-			}
-			continue
-		}
-		if next < pr.First {
-			r.log.Warn("events gone from the log before the rules read them; reading on from the oldest left", "topic", r.eventsTopic, "partition", p, "from", next, "to", pr.First)
-			next = pr.First
-		}
-		pr.Next = next
-		// A fetch waiting for input ends at once when the generation does.
-		stop := context.AfterFunc(ctx, pr.Close)
-		for err == nil && ctx.Err() == nil {
-			var m kafka.Message
-			var ok bool
-			if m, ok, err = pr.Follow(wait); err != nil || !ok {
-				continue
-			}
-			backoff = 100 * time.Millisecond
-			if lag != nil {
-				lag.Set(float64(m.HighWaterMark - m.Offset - 1))
-			}
-			select {
-			case msgs <- m:
-			case <-ctx.Done():
-			}
-		}
-		next = pr.Next
-		if stop() {
-			pr.Close()
-		}
-		if ctx.Err() != nil || !retry(err) {
-			return
-		}
-	}
 }
 
 // endGeneration writes what the generation's engine queued, so that the

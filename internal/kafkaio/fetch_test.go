@@ -2,13 +2,16 @@ package kafkaio
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"log/slog"
 	"math/rand/v2"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -460,4 +463,37 @@ func FuzzRecordsRoundTrip(f *testing.F) {
 			t.Errorf("%v: after %d, want %d", c, bs.after, len(recs))
 		}
 	})
+}
+
+// TestFollow follows a partition through a helper that skips what
+// retention removed before it was read, and stops when its context ends.
+func TestFollow(t *testing.T) {
+	const topic = "follow"
+	c, cl := seededBroker(t, topic, 1)
+	writePartition(t, c, topic, 0, "a", "b")
+	if err := cl.DeleteRecords(topic, 0, 1); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	got := make(chan string, 10)
+	done := make(chan struct{})
+	var logged bytes.Buffer
+	go func() {
+		defer close(done)
+		Follow(ctx, c, topic, 0, 0, slog.New(slog.NewTextHandler(&logged, nil)), func(m *kafka.Message) {
+			got <- fmt.Sprintf("%s@%d", m.Value, m.Offset)
+		})
+	}()
+	if g := <-got; g != "b@1" {
+		t.Errorf("first message %s, want b@1 (a was deleted)", g)
+	}
+	writePartition(t, c, topic, 0, "c")
+	if g := <-got; g != "c@2" {
+		t.Errorf("then %s, want c@2", g)
+	}
+	cancel()
+	<-done
+	if !strings.Contains(logged.String(), "records gone from the log") {
+		t.Errorf("no warning of the deleted record; log:\n%s", logged.String())
+	}
 }

@@ -263,14 +263,7 @@ func TestOffsetAt(t *testing.T) {
 // partition's and a cut one's included, and the time of a first record.
 func TestBounds(t *testing.T) {
 	const topic = "bounds"
-	cl, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, topic))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	c := Config{Partitions: 3}
-	c.SetDefaults()
-	c.Brokers = cl.ListenAddrs()
+	c, cl := seededBroker(t, topic, 3)
 	w := c.NewWriter()
 	defer w.Close()
 	t0 := time.Now().Add(-time.Hour).Truncate(time.Millisecond)
@@ -311,4 +304,19 @@ func TestBounds(t *testing.T) {
 	if want := t0.Add(2 * time.Minute); !at.Equal(want) {
 		t.Errorf("first record's time %v, want %v", at, want)
 	}
+}
+
+// seededBroker starts a broker holding topic (a full name) with
+// partitions, for tests that delete records through the cluster.
+func seededBroker(t *testing.T, topic string, partitions int) (Config, *kfake.Cluster) {
+	t.Helper()
+	cl, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(int32(partitions), topic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	c := Config{Partitions: partitions}
+	c.SetDefaults()
+	c.Brokers = cl.ListenAddrs()
+	return c, cl
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"slices"
 	"time"
@@ -288,6 +289,63 @@ func (pr *PartitionReader) Follow(wait time.Duration) (kafka.Message, bool, erro
 		}
 		if err := pr.f.fetch(pr.Next, maxFetchBytes, wait); err != nil {
 			return kafka.Message{}, false, fmt.Errorf("cannot read %s/%d at offset %d: %w", pr.f.topic, pr.Partition, pr.Next, err)
+		}
+	}
+}
+
+// Follow reads partition p of topic (a full name) from offset from on,
+// calling f with each message, until ctx ends. f may keep what a
+// message holds (fetch.go), not the message itself. A broker error (a leader moving, a connection lost)
+// waits, up to 5 s, and opens the partition again where it stopped, as
+// the group consumers retry, rather than give up. Records already gone
+// from the log (retention passed them while the reader lagged) are
+// skipped with a warning, as a consumer group's reader does.
+func Follow(ctx context.Context, kc Config, topic string, p int, from int64, log *slog.Logger, f func(*kafka.Message)) {
+	backoff := 100 * time.Millisecond
+	next := from
+	wait := kc.MaxWait
+	if wait <= 0 {
+		wait = 100 * time.Millisecond
+	}
+	retry := func(err error) bool {
+		log.Warn("cannot read; retrying", "topic", topic, "partition", p, "offset", next, "retry_in", backoff, "err", err)
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return false
+		}
+		backoff = min(2*backoff, 5*time.Second)
+		return true
+	}
+	for ctx.Err() == nil {
+		pr, err := OpenPartition(ctx, kc, topic, p)
+		if err != nil {
+			if ctx.Err() != nil || !retry(err) {
+				return
+			}
+			continue
+		}
+		if next < pr.First {
+			log.Warn("records gone from the log before they were read; reading on from the oldest left", "topic", topic, "partition", p, "from", next, "to", pr.First)
+			next = pr.First
+		}
+		pr.Next = next
+		// A fetch waiting for input ends at once when ctx does.
+		stop := context.AfterFunc(ctx, pr.Close)
+		var m kafka.Message // one for every call of f, which does not keep it
+		for err == nil && ctx.Err() == nil {
+			var ok bool
+			if m, ok, err = pr.Follow(wait); err == nil && ok {
+				backoff = 100 * time.Millisecond
+				f(&m)
+			}
+		}
+		next = pr.Next
+		if stop() {
+			pr.Close()
+		}
+		if ctx.Err() != nil || !retry(err) {
+			return
 		}
 	}
 }
