@@ -1,7 +1,9 @@
 // Package kafkaio is citywatch's Kafka wiring: topic names, the reader and
 // writer settings that kafka-go would otherwise default badly, topic
 // creation, a batching consumer loop that commits only after its batch is
-// durable, and a lag monitor for consumer groups.
+// durable, partition readers that fetch and parse record batches
+// themselves (for restarts and for readers of a whole topic), and a lag
+// monitor for consumer groups.
 //
 // Every role that touches Kafka builds its readers and writers here, so that
 // the settings that matter for latency and durability live in one place.

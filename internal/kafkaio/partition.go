@@ -34,11 +34,12 @@ func Partitions(ctx context.Context, kc Config, topic string) ([]int, error) {
 
 // PartitionReader reads one partition over a connection to its leader,
 // without a consumer group: a restart reads what is there, from an offset
-// it chooses (Next), up to the end offset it saw when it opened (End). It
-// is how the stateful roles rebuild their state from their own output and
-// their input. The offsets are listed through kafka-go (conn); the records
-// are fetched and parsed by a fetcher over the same socket (fetch.go,
-// which says who owns the messages' bytes).
+// it chooses (Next), up to the end offset it saw when it opened (End),
+// and a process that reads a whole topic live (a scaled-out rules
+// process, a dispatcher) follows it on past End (Follow). It is how the stateful roles rebuild their state from their
+// own output and their input. The offsets are listed through kafka-go
+// (conn); the records are fetched and parsed by a fetcher over the same
+// socket (fetch.go, which says who owns the messages' bytes).
 type PartitionReader struct {
 	conn      *kafka.Conn
 	f         fetcher
@@ -48,7 +49,7 @@ type PartitionReader struct {
 	// Read returns, First at the start.
 	First, End, Next int64
 	i                int   // f.msgs[i] is the next message fetched and not yet returned
-	at               int64 // Next as Read left it; another: a caller moved it, or At fetched
+	at               int64 // Next as Read or Follow left it; another: a caller moved it, or At fetched
 	fetchedAt        int64 // Next when Read last fetched
 }
 
