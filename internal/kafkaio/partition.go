@@ -72,11 +72,10 @@ const atFetchBytes = 64 << 10
 // kafka-go's connection and the socket under it, secured and logged in,
 // for a fetcher: the two take turns on it, each reading its whole answer
 // before the other asks, so neither reads the other's.
-func dialLeader(ctx context.Context, kc Config, topic string, p int) (*kafka.Conn, net.Conn, error) {
+func dialLeader(ctx context.Context, d *kafka.Dialer, brokers []string, topic string, p int) (*kafka.Conn, net.Conn, error) {
 	err := errors.New("no broker")
-	d := kc.Dialer()
 	var part kafka.Partition
-	for _, b := range kc.Brokers {
+	for _, b := range brokers {
 		if part, err = d.LookupPartition(ctx, "tcp", b, topic, p); err == nil {
 			break
 		}
@@ -141,7 +140,9 @@ func OffsetAt(ctx context.Context, kc Config, topic string, p int, since time.Ti
 
 // OpenPartition opens partition p of topic (a full name).
 func OpenPartition(ctx context.Context, kc Config, topic string, p int) (*PartitionReader, error) {
-	conn, sock, err := dialLeader(ctx, kc, topic, p)
+	// One dialer for both: building it reads the TLS files.
+	d := kc.Dialer()
+	conn, sock, err := dialLeader(ctx, d, kc.Brokers, topic, p)
 	if err != nil {
 		return nil, err
 	}
@@ -150,7 +151,7 @@ func OpenPartition(ctx context.Context, kc Config, topic string, p int) (*Partit
 		conn.Close()
 		return nil, fmt.Errorf("cannot read offsets of %s/%d: %w", topic, p, err)
 	}
-	clientID := kc.Dialer().ClientID
+	clientID := d.ClientID
 	if clientID == "" {
 		clientID = kafka.DefaultClientID
 	}
