@@ -164,36 +164,33 @@ func (pr *PartitionReader) Close() {
 	pr.conn.Close()
 }
 
-// At returns the first message at or after offset off (< End).
+// At returns the first message at or after offset off (< End). It leaves
+// Next as it was; what Read had fetched is gone.
 func (pr *PartitionReader) At(off int64) (kafka.Message, error) {
-	pr.at = -1 // what Read had fetched is gone
-	for empty := 0; off < pr.End; {
-		if err := pr.f.fetch(off, atFetchBytes, time.Second); err != nil {
-			return kafka.Message{}, fmt.Errorf("cannot read %s/%d at offset %d: %w", pr.f.topic, pr.Partition, off, err)
+	next := pr.Next
+	defer func() { pr.Next, pr.at = next, -1 }()
+	pr.Next = off
+	for empty := 0; pr.Next < pr.End; {
+		if err := pr.f.fetch(pr.Next, atFetchBytes, time.Second); err != nil {
+			return kafka.Message{}, fmt.Errorf("cannot read %s/%d at offset %d: %w", pr.f.topic, pr.Partition, pr.Next, err)
 		}
-		for {
-			ok, err := pr.f.batch()
-			if err != nil {
-				return kafka.Message{}, fmt.Errorf("cannot read %s/%d at offset %d: %w", pr.f.topic, pr.Partition, off, err)
-			}
-			if !ok {
-				break
-			}
-			for _, m := range pr.f.msgs {
-				if m.Offset >= off {
-					return m, nil
-				}
-			}
+		pr.f.msgs, pr.i = pr.f.msgs[:0], 0
+		m, err := pr.next()
+		if err != nil {
+			return kafka.Message{}, err
 		}
-		if after := pr.f.batches.after; after > off {
-			off = after // past a transaction's markers or a compacted stretch
+		if m != nil {
+			return *m, nil
+		}
+		if pr.f.batches.after > pr.Next {
+			pr.skip() // past a transaction's markers or a compacted stretch
 			continue
 		}
 		if empty++; empty > 3 {
 			break
 		}
 	}
-	return kafka.Message{}, fmt.Errorf("no message at or after offset %d of %s/%d, which ends at %d", off, pr.f.topic, pr.Partition, pr.End)
+	return kafka.Message{}, fmt.Errorf("no message at or after offset %d of %s/%d, which ends at %d", pr.Next, pr.f.topic, pr.Partition, pr.End)
 }
 
 // OffsetAt returns the offset of the first message whose record time is
