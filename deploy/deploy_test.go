@@ -1018,7 +1018,7 @@ func TestTopics(t *testing.T) {
 		t.Errorf("kubernetes/topics.sh must be a copy of compose/topics.sh (err %v)", err)
 	}
 	topics := topicsOf(t, "compose/topics.sh")
-	want := append(slices.Clone(kafkaio.AllTopics), rules.TopicShards, dispatch.TopicDistricts)
+	want := append(slices.Clone(kafkaio.AllTopics), rules.TopicByKey, dispatch.TopicDistricts)
 	for _, n := range want {
 		if _, ok := topics[n]; !ok {
 			t.Errorf("topics.sh does not create %s", n)
@@ -1031,7 +1031,7 @@ func TestTopics(t *testing.T) {
 	}
 	fuel := topics[kafkaio.TopicFuel].days
 	for n, s := range topics {
-		if n != kafkaio.TopicFuel && s.days < fuel && n != rules.TopicShards && n != dispatch.TopicDistricts {
+		if n != kafkaio.TopicFuel && s.days < fuel && n != dispatch.TopicDistricts {
 			t.Errorf("topic %s is kept %d days, less than the fuel topic's %d: personal data must go first", n, s.days, fuel)
 		}
 	}
@@ -1042,8 +1042,8 @@ func TestTopics(t *testing.T) {
 	if got := topics[dispatch.TopicDistricts].partitions; got != strconv.Itoa(len(c.Districts)) {
 		t.Errorf("topic %s has %s partitions, the city %d districts", dispatch.TopicDistricts, got, len(c.Districts))
 	}
-	if got := topics[rules.TopicShards].partitions; got != "$shards" {
-		t.Errorf("topic %s has %s partitions, not RULES_SHARDS", rules.TopicShards, got)
+	if got := topics[rules.TopicByKey].partitions; got != "$shards" {
+		t.Errorf("topic %s has %s partitions, not RULES_SHARDS", rules.TopicByKey, got)
 	}
 	// RULES_SHARDS given to the script is rules.shards of the deployment.
 	topicsSvc := mapOf(mapOf(composeFile(t)["services"])["topics"])

@@ -3,6 +3,7 @@ package rules
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 )
 
@@ -67,7 +68,12 @@ func GridSite(_ string, lat, lon float64) string {
 	if lon < 0 {
 		lo--
 	}
-	return fmt.Sprintf("grid:%.2f,%.2f", float64(la)/100, float64(lo)/100)
+	// As fmt's "grid:%.2f,%.2f", with one allocation: routing a scaled-out
+	// role's events asks for the site of every event of a device.
+	var b [40]byte
+	s := strconv.AppendFloat(append(b[:0], "grid:"...), float64(la)/100, 'f', 2, 64)
+	s = strconv.AppendFloat(append(s, ','), float64(lo)/100, 'f', 2, 64)
+	return string(s)
 }
 
 // Defaults of Config.

@@ -40,7 +40,9 @@
 // internal events topic, writes alerts to the alerts topic before it
 // commits, advances the engine with the clock, reloads the rule file, and
 // rebuilds its state on start from the alerts topic and a replay of the
-// input (see Role for what a restart promises).
+// input (see Role for what a restart promises). Scaled out, its processes
+// forward the input to a repartition topic keyed by subject and share its
+// partitions, the shards of the rules' keys (Role, "Scale-out").
 //
 // # Concurrency
 //

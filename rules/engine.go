@@ -39,6 +39,14 @@ type Engine struct {
 	// shards, when not nil, limits evaluation to the owned keys (scale-out).
 	shards   *Shards
 	shardBuf [64]byte
+	// driven is set for an engine whose watermark the forwarders of a
+	// scaled-out role set (ProcessStamped, AdvanceStamped): it has no clock
+	// of its own, and judges nothing late.
+	driven bool
+	// forwarding is set for the engine of a scaled-out role's forwarder,
+	// which keeps the clock and routes events, and holds no state.
+	forwarding bool
+	zones      []Zone
 
 	env       exprEnv
 	envFilled bool // env holds the event of the current Process call
@@ -72,6 +80,8 @@ type ruleRun struct {
 	// watermark (Unix ms) at which the first of them is due.
 	held    []string
 	heldDue int64
+	// evicted is the evictions counted so far (countEvicted).
+	evicted uint64
 	// since is, during a start's replay, the event time (Unix ms) before
 	// which the rule evaluates nothing: it looks back no further
 	// (replayFrom). 0 outside a replay.
@@ -200,6 +210,16 @@ func (e *Engine) Process(now time.Time, ev *event.Event, out []event.Alert) []ev
 func (e *Engine) ProcessReceived(now time.Time, ev *event.Event, received time.Time, out []event.Alert) []event.Alert {
 	e.now, e.out = now, out
 	e.installPending()
+	if e.observe(now, ev, received) {
+		e.evaluate(ev)
+	}
+	return e.flushOut()
+}
+
+// observe moves the engine's clock on with ev, received at received (see
+// ProcessReceived), and reports whether ev is in time: not older than the
+// watermark before it. A late event is counted.
+func (e *Engine) observe(now time.Time, ev *event.Event, received time.Time) bool {
 	t := ev.Time.UnixMilli()
 	wt := t
 	if !received.IsZero() {
@@ -207,7 +227,7 @@ func (e *Engine) ProcessReceived(now time.Time, ev *event.Event, received time.T
 	}
 	if e.maxEvent != 0 && t < e.wm {
 		e.countLate()
-		return e.flushOut()
+		return false
 	}
 	e.lastInput = now
 	if wt > e.maxEvent {
@@ -217,8 +237,13 @@ func (e *Engine) ProcessReceived(now time.Time, ev *event.Event, received time.T
 		e.stream = e.maxEvent
 	}
 	e.moveWatermark()
-	e.stats.Events++
+	return true
+}
 
+// evaluate runs the rules that read ev's type on it.
+func (e *Engine) evaluate(ev *event.Event) {
+	t := ev.Time.UnixMilli()
+	e.stats.Events++
 	runs := e.byType[ev.Type&31]
 	e.envFilled = false
 	for _, run := range runs {
@@ -226,7 +251,7 @@ func (e *Engine) ProcessReceived(now time.Time, ev *event.Event, received time.T
 			continue
 		}
 		if e.shards != nil {
-			if key, ok := run.r.shardKey(&e.cfg, ev, e.shardBuf[:0]); ok && !e.shards.Owns(key) {
+			if h, ok := run.r.shardHash(&e.cfg, ev, e.shardBuf[:0]); ok && !e.shards.ownsHash(h) {
 				continue
 			}
 		}
@@ -249,7 +274,6 @@ func (e *Engine) ProcessReceived(now time.Time, ev *event.Event, received time.T
 		e.ctx.run = run
 		run.st.process(&e.ctx, ev)
 	}
-	return e.flushOut()
 }
 
 // replayFrom readies the engine for a start's replay: each rule evaluates
@@ -348,12 +372,17 @@ func (e *Engine) moveWatermark() {
 	if e.hold != 0 && e.hold < stream {
 		stream = e.hold
 	}
-	wm := stream - e.cfg.Lateness.Milliseconds()
+	e.setWatermark(stream - e.cfg.Lateness.Milliseconds())
+}
+
+// setWatermark moves the watermark to wm, when that is later, and runs
+// the timers due once it has moved a tick since they last ran.
+func (e *Engine) setWatermark(wm int64) {
 	if wm <= e.wm {
 		return
 	}
 	e.wm = wm
-	if e.metrics != nil {
+	if e.metrics != nil && !e.driven {
 		e.metrics.watermark.Set(float64(wm) / 1000)
 	}
 	if wm-e.lastTick < tickEvery {
@@ -377,8 +406,8 @@ func (e *Engine) flushOut() []event.Alert {
 }
 
 func (e *Engine) publishSizes() {
-	if e.metrics == nil {
-		return
+	if e.metrics == nil || e.forwarding || e.driven {
+		return // a scaled-out role sums its shards' (publishShardSizes)
 	}
 	for _, run := range e.runs {
 		keys, bytes, evicted := run.st.size()
@@ -386,9 +415,30 @@ func (e *Engine) publishSizes() {
 		bytes += run.sits.bytes()
 		run.m.keys.Set(float64(keys))
 		run.m.bytes.Set(float64(bytes))
-		run.m.setEvicted(evicted)
+		run.countEvicted(evicted)
 		run.m.open.Set(float64(run.sits.len()))
 	}
+}
+
+// sizesInto records the size of each rule's state in dst and counts its
+// evictions, for a scaled-out role's sum over its shards.
+func (e *Engine) sizesInto(dst map[string]stateSize) {
+	clear(dst)
+	for _, run := range e.runs {
+		keys, bytes, evicted := run.st.size()
+		dst[run.r.id] = stateSize{keys: keys + run.sits.len(), bytes: bytes + run.sits.bytes(), open: run.sits.len()}
+		run.countEvicted(evicted)
+	}
+}
+
+// countEvicted adds to the rule's counter what its state's running total
+// of evictions gained (the total is the run's: a changed rule starts a
+// new one).
+func (run *ruleRun) countEvicted(total uint64) {
+	if run.m != nil && total > run.evicted {
+		run.m.evicted.Add(float64(total - run.evicted))
+	}
+	run.evicted = max(run.evicted, total)
 }
 
 // StateSize returns the keys and estimated bytes held by the rule with

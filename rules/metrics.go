@@ -89,11 +89,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	})
 	m.undecodable = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "citywatch_rules_undecodable_dropped_total",
-		Help: "Messages on the internal events topic that could not be decoded and were skipped.",
+		Help: "Messages of the internal events topic, or of the rules' repartition topic, that could not be decoded and were skipped.",
 	})
 	m.inputLag = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "citywatch_rules_input_lag_messages",
-		Help: "Messages of the internal events topic behind the newest one read, by partition, in a scaled-out rules role (which commits no offsets for the lag monitor to compare).",
+		Help: "Messages of the rules' repartition topic behind the newest one read, by partition (shard), in a scaled-out rules role, whose shards commit no offsets for the lag monitor to compare (its forwarders' lag on the events topic is the group's).",
 	}, []string{"partition"})
 	m.upstreamLag = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "citywatch_rules_upstream_lag_messages",
@@ -120,7 +120,6 @@ type ruleMetrics struct {
 	firing, updated, resolved prometheus.Counter
 	keys, bytes, open         prometheus.Gauge
 	evicted, filterErrors     prometheus.Counter
-	evictedSeen               uint64
 }
 
 func (m *Metrics) forRule(id string) *ruleMetrics {
@@ -151,14 +150,6 @@ func (rm *ruleMetrics) alert(s event.AlertStatus) {
 		rm.updated.Inc()
 	case event.AlertResolved:
 		rm.resolved.Inc()
-	}
-}
-
-// setEvicted adds to the counter what a state's running total gained.
-func (rm *ruleMetrics) setEvicted(total uint64) {
-	if total > rm.evictedSeen {
-		rm.evicted.Add(float64(total - rm.evictedSeen))
-		rm.evictedSeen = total
 	}
 }
 

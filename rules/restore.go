@@ -1,12 +1,10 @@
 package rules
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"math"
-	"slices"
 	"sync"
 	"time"
 
@@ -24,15 +22,9 @@ import (
 func (r *Role) restore(ctx context.Context) error {
 	start := r.now()
 	p := &r.progress
-	p.replayed.Store(0)
-	p.at.Store(0)
-	p.start.Store(start.UnixMilli())
-	p.restoring.Store(true)
+	p.begin(start)
 	defer p.restoring.Store(false)
-	horizon := r.cfg.Replay
-	if horizon == 0 {
-		horizon = r.eng.RuleSet().Horizon() + replayMargin
-	}
+	horizon := r.horizon(r.eng.RuleSet())
 	check, err := r.readAlerts(ctx, start.Add(-r.cfg.AlertsLookback))
 	if err != nil {
 		return fmt.Errorf("cannot restore rules state: %w", err)
@@ -43,16 +35,8 @@ func (r *Role) restore(ctx context.Context) error {
 	defer r.mu.Unlock()
 	r.check = check
 	r.eng.installPending()
-	open := make([]*knownAlert, 0, len(check.known))
-	for _, k := range check.known {
-		if !k.resolved && !k.shadow {
-			open = append(open, k)
-		}
-	}
-	// Oldest first, so that the situation table stays ordered by time.
-	slices.SortFunc(open, func(a, b *knownAlert) int { return cmp.Compare(a.last, b.last) })
 	seeded := 0
-	for _, k := range open {
+	for _, k := range check.open() {
 		if r.eng.seed(&k.latest) {
 			seeded++
 		}
@@ -80,6 +64,23 @@ func (r *Role) restore(ctx context.Context) error {
 		"alerts_read", check.read, "open_alerts", seeded, "replayed_events", replayed,
 		"replayed_from", from, "lost_alerts_found", r.outbox.Len(), "took", r.now().Sub(start).String())
 	return nil
+}
+
+// begin starts the report of a restore that began at start.
+func (p *restoreProgress) begin(start time.Time) {
+	p.replayed.Store(0)
+	p.at.Store(0)
+	p.start.Store(start.UnixMilli())
+	p.restoring.Store(true)
+}
+
+// horizon returns how far back from its start a restore of rs replays
+// (RoleConfig.Replay): the check of its alerts lasts that long.
+func (r *Role) horizon(rs *RuleSet) time.Duration {
+	if r.cfg.Replay != 0 {
+		return r.cfg.Replay
+	}
+	return rs.Horizon() + replayMargin
 }
 
 // knownAlert is what the alerts topic holds of one alert.
@@ -228,12 +229,9 @@ func (r *Role) replay(ctx context.Context, start time.Time) (int, time.Time, err
 	if err != nil {
 		return 0, time.Time{}, err
 	}
-	committed := map[int]int64{}
-	if r.cfg.Shards == 0 {
-		// A scaled-out role keeps no input position (see runSharded).
-		if committed, err = r.committed(ctx, parts); err != nil {
-			return 0, time.Time{}, err
-		}
+	committed, err := r.committed(ctx, parts)
+	if err != nil {
+		return 0, time.Time{}, err
 	}
 	r.skipBelow = map[int]int64{}
 	r.readTo = r.readTo[:0]
@@ -559,10 +557,9 @@ func (c *replayCursor) read(ctx context.Context, r *Role, pr *kafkaio.PartitionR
 		}
 	}
 	// Input the group never committed is processed whatever its age, as
-	// a new group processes what is already there. A scaled-out role
-	// starts at the horizon.
+	// a new group processes what is already there.
 	from := pr.First
-	if r.cfg.Shards > 0 || committed >= 0 {
+	if committed >= 0 {
 		// The records ingest received before since less the furthest an
 		// event may be ahead of its receipt hold no event at or after
 		// since: the broker's time index finds where they end, in one
@@ -573,10 +570,7 @@ func (c *replayCursor) read(ctx context.Context, r *Role, pr *kafkaio.PartitionR
 			send(&replayChunk{err: fmt.Errorf("cannot find where %s/%d reaches back to %s: %w", c.topic, pr.Partition, since.Format(time.RFC3339), err)})
 			return
 		}
-		from = at
-		if r.cfg.Shards == 0 {
-			from = max(min(at, committed), pr.First)
-		}
+		from = max(min(at, committed), pr.First)
 	}
 	pr.Next = from
 	for ctx.Err() == nil {
@@ -739,13 +733,9 @@ func (h *mergeHeap) down(i int) {
 // message where it has committed nothing, or less than that), or start
 // when there is none earlier: the rules' horizons count back from there,
 // so that input that waited for a stopped process, or a new group's whole
-// input, is evaluated with what came before it. A scaled-out role keeps
-// no input position (committed is empty): start.
+// input, is evaluated with what came before it.
 func (r *Role) oldestUncommitted(prs []*kafkaio.PartitionReader, committed map[int]int64, start time.Time) (time.Time, error) {
 	ref := start
-	if r.cfg.Shards > 0 {
-		return ref, nil
-	}
 	dec := event.Decoder{Now: r.now}
 	var ev event.Event
 	for _, pr := range prs {

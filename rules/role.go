@@ -48,9 +48,11 @@ type RoleConfig struct {
 	MaxPending int `yaml:"max_pending"`
 
 	// Shards, when not 0, scales the role out: the processes of Group
-	// share this many shards of the rules' keys (see Role, "Scale-out"),
-	// and the most processes that can share the load is Shards. 0 runs one
-	// process holding every key, consuming the input in Group.
+	// forward the input to a repartition topic of this many partitions,
+	// one per shard of the rules' keys, and share the shards (see Role,
+	// "Scale-out"); the most processes that can share the evaluation is
+	// Shards. It cannot change while the topic exists. 0 runs one process
+	// holding every key, consuming the input in Group.
 	Shards int `yaml:"shards"`
 
 	// Upstream is the consumer group of the stage before the rules
@@ -220,12 +222,26 @@ type Writer = kafkaio.Writer
 //
 // With Shards 0 the engine holds every key, and the group is meant to
 // have one member (a second would see part of the input and raise what
-// one process would not). With Shards N, any number of processes up to N
-// share the keys: the group is formed on a coordination topic of N
-// partitions (TopicShards), each process evaluates only the keys of the
-// shards it was assigned (Shards), and every rebalance rebuilds each
-// process's state for its new shards as a start does. runSharded says why
-// each process reads the whole input rather than a repartition topic.
+// one process would not). With Shards N, any number of processes share
+// the work in two consumer groups (runSharded):
+//
+//   - Group, on the events topic: each member forwards the events of its
+//     partitions to the repartition topic TopicByKey, to the shards of
+//     their keys (Shards: plate, buyer pseudonym, device, site, zone),
+//     after its partition's clock found them in time, stamped with that
+//     clock's watermark and their input position (forwarder). It commits
+//     its input once the forwarded events are acknowledged.
+//   - Group with ByKeyGroupSuffix, on the repartition topic: each member
+//     owns the shards it is assigned, up to N, each with an engine of its
+//     own (shardRun). A shard's watermark is the least of the input
+//     partitions' stamps, so its timers wait for the slowest partition as
+//     one process's do (catchUp); an event forwarded twice, by a
+//     forwarder that crashed between its write and its commit, is
+//     evaluated once. Every rebalance rebuilds the state of a process's
+//     new shards as a start does: their alerts read back, and the
+//     shard's records of each rule's horizon and an hour replayed in
+//     the order they were forwarded, stamps and all, so the replay
+//     evaluates exactly what the shard evaluated live.
 type Role struct {
 	cfg     RoleConfig
 	ecfg    Config
@@ -253,7 +269,14 @@ type Role struct {
 	eventsTopic string
 	fuelTopic   string // the buyers' topic, read by the restart only
 	alertsTopic string
-	crashHook   func() error
+	byKeyTopic  string // the repartition topic of a scaled-out role
+	// shardEngines are the engines of a scaled-out role's shards in the
+	// current generation, for reloads; guarded by mu.
+	shardEngines []*Engine
+	// forwardClocks are the clocks of a scaled-out role's forwarder, by
+	// input partition, for reloads; guarded by mu.
+	forwardClocks map[int]*Engine
+	crashHook     func() error
 
 	// mu guards the engine and check: the consumer's handler and
 	// the ticker both run the engine.
@@ -320,6 +343,7 @@ func NewRole(cfg RoleConfig, ecfg Config, kc kafkaio.Config, p *event.Pseudonymi
 		eventsTopic: kc.Topic(kafkaio.TopicEvents),
 		fuelTopic:   kc.Topic(kafkaio.TopicFuelEvents),
 		alertsTopic: kc.Topic(kafkaio.TopicAlerts),
+		byKeyTopic:  kc.Topic(TopicByKey),
 		catchUp:     catchUp{stale: catchUpStale},
 		polled:      make(chan struct{}),
 		outbox:      kafkaio.NewOutbox("alerts", kc.Topic(kafkaio.TopicAlerts), km),
@@ -391,18 +415,22 @@ func (r *Role) offer(rs *RuleSet) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.eng.Offer(rs)
+	for _, e := range r.shardEngines {
+		e.Offer(rs)
+	}
+	for _, e := range r.forwardClocks {
+		e.Offer(rs)
+	}
 }
 
 // Group returns the consumer group.
 func (r *Role) Group() string { return r.cfg.Group }
 
 // Topics returns the full names of the topics the role consumes in its
-// group, for the lag monitor. A scaled-out role commits no input position
-// (its lag is citywatch_rules_input_lag_messages), so it has none.
+// group, for the lag monitor: the events topic, which a scaled-out role's
+// forwarders consume too (the shards' lag on the repartition topic is
+// citywatch_rules_input_lag_messages).
 func (r *Role) Topics() []string {
-	if r.cfg.Shards > 0 {
-		return nil
-	}
 	return []string{r.eventsTopic}
 }
 
@@ -585,9 +613,7 @@ func (r *Role) watchStalls(ctx context.Context) {
 	if r.cfg.Upstream != "none" {
 		sources = append(sources, stallSource{group: r.cfg.Upstream, topics: r.kc.Topics(kafkaio.RawTopics...)})
 	}
-	if r.cfg.Shards == 0 {
-		sources = append(sources, stallSource{group: r.cfg.Group, topics: []string{r.eventsTopic}, own: true})
-	}
+	sources = append(sources, stallSource{group: r.cfg.Group, topics: []string{r.eventsTopic}, own: true})
 	w := newStallWatch(r.kc.Client(), r.cfg.StallMaxHold, r.eventsTopic, sources...)
 	t := time.NewTicker(r.tickEvery)
 	defer t.Stop()
@@ -689,10 +715,16 @@ const catchUpStale = 10 * time.Second
 // next to events, so each message gets its own buffer: the queue can then
 // be handed to a write without copying.
 func (r *Role) queueLocked(now time.Time, alerts []event.Alert) {
+	r.queueCheckedLocked(&r.check, r.eng, now, alerts)
+}
+
+// queueCheckedLocked is queueLocked for the alerts of eng, checked by
+// *check until eng's watermark passes its end. r.mu is held.
+func (r *Role) queueCheckedLocked(check **replayCheck, eng *Engine, now time.Time, alerts []event.Alert) {
 	for i := range alerts {
 		a := &alerts[i]
-		if r.check != nil {
-			if !r.check.keep(a) {
+		if *check != nil {
+			if !(*check).keep(a) {
 				if r.metrics != nil {
 					r.metrics.restoreDropped.Inc()
 				}
@@ -707,8 +739,8 @@ func (r *Role) queueLocked(now time.Time, alerts []event.Alert) {
 		})
 	}
 	clear(alerts)
-	if r.check != nil && r.eng.maxEvent != 0 && r.eng.wm > r.check.until {
-		r.check = nil // no situation of the replay can still emit
+	if *check != nil && eng.maxEvent != 0 && eng.wm > (*check).until {
+		*check = nil // no situation of the replay can still emit
 	}
 }
 
@@ -731,15 +763,7 @@ func (h *handler) Add(m *kafka.Message) {
 	// m.Value was read for this message alone and is not used after Add:
 	// the event may share it (the engine copies what it keeps).
 	if err := h.dec.DecodeNormalizedShared(m.Value, &h.ev); err != nil {
-		// Ingest wrote it: a bug or a foreign writer. The payload is not
-		// logged (it may hold anything).
-		if r.metrics != nil {
-			r.metrics.undecodable.Inc()
-		}
-		r.log.Error("cannot decode normalised event; skipped", "partition", m.Partition, "offset", m.Offset, "err", err)
-		r.mu.Lock()
-		r.readLocked(m.Partition, m.Offset)
-		r.mu.Unlock()
+		r.skipUndecodable(m, err)
 		return
 	}
 	now := r.now()
@@ -756,6 +780,19 @@ func (h *handler) Add(m *kafka.Message) {
 	if len(r.scratch) > 0 {
 		r.queueLocked(now, r.scratch)
 	}
+	r.mu.Unlock()
+}
+
+// skipUndecodable counts, logs and passes over a message of the events
+// topic that does not decode. Ingest wrote it: a bug or a foreign writer.
+// The payload is not logged (it may hold anything).
+func (r *Role) skipUndecodable(m *kafka.Message, err error) {
+	if r.metrics != nil {
+		r.metrics.undecodable.Inc()
+	}
+	r.log.Error("cannot decode normalised event; skipped", "partition", m.Partition, "offset", m.Offset, "err", err)
+	r.mu.Lock()
+	r.readLocked(m.Partition, m.Offset)
 	r.mu.Unlock()
 }
 

@@ -1,6 +1,9 @@
 package rules
 
 import (
+	"slices"
+	"time"
+
 	"citywatch/event"
 )
 
@@ -45,46 +48,57 @@ func (s *Shards) Owns(key string) bool {
 
 // ShardOf returns the shard of key among n: FNV-1a (32 bits) modulo n,
 // stable across processes and releases.
-func ShardOf(key string, n int) int {
+func ShardOf(key string, n int) int { return int(fnv1a(key) % uint32(n)) }
+
+// fnv1a is the 32-bit FNV-1a hash of key.
+func fnv1a[K string | []byte](key K) uint32 {
 	h := uint32(2166136261)
 	for i := 0; i < len(key); i++ {
 		h ^= uint32(key[i])
 		h *= 16777619
 	}
-	return int(h % uint32(n))
+	return h
 }
 
-// shardKey returns the key of e for rule r (see Shards), written into buf
-// when it must be built, and false when the kind decides per key itself or
-// e has no key for the rule (an unreadable plate).
-func (r *rule) shardKey(cfg *Config, e *event.Event, buf []byte) (string, bool) {
+// ownsHash is Owns for a key's hash (shardHash).
+func (s *Shards) ownsHash(h uint32) bool {
+	return s == nil || s.owned[h%uint32(len(s.owned))]
+}
+
+// shardHash returns the hash (fnv1a) of the key of e for rule r (see
+// Shards), the key built in buf when it must be, and false when the kind
+// decides per key itself or e has no key for the rule (an unreadable
+// plate). It is on every event's path: a folded plate is hashed where it
+// was built, not made a string.
+func (r *rule) shardHash(cfg *Config, e *event.Event, buf []byte) (uint32, bool) {
 	switch k := r.kind.(type) {
 	case *matchRule:
 		key := k.key.get(e)
-		if k.list == ListVehicleHotlist {
-			key = string(foldLookalikes(buf[:0], key))
+		if key == "" {
+			return 0, false
 		}
-		return key, key != ""
+		if k.list == ListVehicleHotlist {
+			return fnv1a(foldLookalikes(buf[:0], key)), true
+		}
+		return fnv1a(key), true
 	case *thresholdRule:
-		key := k.key.get(e)
-		return key, key != ""
+		return keyHash(k.key.get(e))
 	case *velocityRule:
-		key := k.key.get(e)
-		return key, key != ""
+		return keyHash(k.key.get(e))
 	case *sequenceRule:
-		key := k.key.get(e)
-		return key, key != ""
+		return keyHash(k.key.get(e))
 	case *absenceRule:
 		if k.group {
-			return cfg.Site(e.DeviceID, e.Lat, e.Lon), true
+			return fnv1a(cfg.Site(e.DeviceID, e.Lat, e.Lon)), true
 		}
-		key := k.key.get(e)
-		return key, key != ""
+		return keyHash(k.key.get(e))
 	case *coRule:
-		return r.id, true
+		return fnv1a(r.id), true
 	}
-	return "", false // geofence: per zone, in the kind
+	return 0, false // geofence: per zone, in the kind
 }
+
+func keyHash(key string) (uint32, bool) { return fnv1a(key), key != "" }
 
 // alertShardKey returns the key of the state that raised a, by the same
 // rules as shardKey, so that a restart reopens only the alerts whose
@@ -126,3 +140,75 @@ func (e *Engine) SetShards(s *Shards) { e.shards = s }
 
 // owns reports whether the current rule's state for key is the engine's.
 func (x *evalCtx) owns(key string) bool { return x.eng.shards.Owns(key) }
+
+// route appends to dst the shards among n that need ev, each once: the
+// shard of its key for every rule that reads its type (for a geofence
+// rule, of every zone containing the point), as Owns decides them. An
+// event no rule reads needs none; it moves only the watermark.
+func (e *Engine) route(ev *event.Event, n int, dst []int) []int {
+	for _, run := range e.byType[ev.Type&31] {
+		if _, ok := run.r.kind.(*geofenceRule); ok {
+			if zf := e.cfg.Zones; zf != nil {
+				e.zones = zf(e.zones[:0], ev.Lat, ev.Lon)
+				for i := range e.zones {
+					dst = addShard(dst, ShardOf(e.zones[i].ID, n))
+				}
+			}
+			continue
+		}
+		if h, ok := run.r.shardHash(&e.cfg, ev, e.shardBuf[:0]); ok {
+			dst = addShard(dst, int(h%uint32(n)))
+		}
+	}
+	return dst
+}
+
+func addShard(dst []int, s int) []int {
+	if slices.Contains(dst, s) {
+		return dst
+	}
+	return append(dst, s)
+}
+
+// ProcessStamped evaluates ev, forwarded to a shard with wm (Unix ms) as
+// the watermark (see Role, "Scale-out"): the watermark moves to wm first,
+// running the timers due, and the event is evaluated even when it is
+// older, because the forwarder found it in time. It appends the alert
+// messages caused to out.
+func (e *Engine) ProcessStamped(now time.Time, ev *event.Event, wm int64, out []event.Alert) []event.Alert {
+	e.now, e.out = now, out
+	e.installPending()
+	e.stamp(wm)
+	e.evaluate(ev)
+	return e.flushOut()
+}
+
+// AdvanceStamped moves the watermark of a forwarded shard to wm, as a
+// forwarder's marker says, and appends the alert messages the timers due
+// cause to out.
+func (e *Engine) AdvanceStamped(now time.Time, wm int64, out []event.Alert) []event.Alert {
+	e.now, e.out = now, out
+	e.installPending()
+	e.stamp(wm)
+	return e.flushOut()
+}
+
+func (e *Engine) stamp(wm int64) {
+	e.driven = true
+	if wm <= 0 {
+		return
+	}
+	e.maxEvent = max(e.maxEvent, wm)
+	e.setWatermark(wm)
+}
+
+// setClock starts a forwarder's clock (see forwarder) at t (Unix ms), the
+// time of the input before it, as if that had just arrived at now.
+func (e *Engine) setClock(t int64, now time.Time) {
+	if t <= e.maxEvent {
+		return
+	}
+	e.maxEvent, e.stream, e.lastInput = t, max(e.stream, t), now
+	e.wm = max(e.wm, t-e.cfg.Lateness.Milliseconds())
+	e.lastTick = e.wm
+}

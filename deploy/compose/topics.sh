@@ -11,7 +11,7 @@
 #   CITYWATCH_TOPIC_PREFIX     topic prefix (default citywatch.)
 #   REPLICATION_FACTOR         default 3
 #   MIN_INSYNC_REPLICAS        default 2 (citywatch writes with acks=all)
-#   RULES_SHARDS               partitions of the rules' coordination topic: rules.shards
+#   RULES_SHARDS               partitions of the rules' repartition topic: rules.shards
 #   KAFKA_COMMAND_CONFIG       optional client properties file (TLS/SASL)
 #
 # deploy/kubernetes/topics.sh is a copy of this file (deploy_test.go checks).
@@ -70,7 +70,10 @@ topic internal.events.fuel 6 $((2 * day))
 topic alerts 6 $((30 * day))
 topic dispatches 6 $((30 * day))
 topic dlq 3 $((7 * day))
-# Coordination topics (no messages): one partition per rules shard and one
-# per district of the city (Xiangyang: 9).
-topic internal.rules.shards "$shards" $((1 * day))
+# The rules' repartition topic (rules.shards > 0): the events again, by
+# shard of their keys; a shard's new owner replays its 25 h (pseudonyms
+# only, like internal.events).
+topic internal.rules.bykey "$shards" $((2 * day))
+# A coordination topic (no messages): one partition per district of the
+# city (Xiangyang: 9).
 topic internal.dispatch.districts 9 $((1 * day))

@@ -324,7 +324,9 @@ func Follow(ctx context.Context, kc Config, topic string, p int, from int64, log
 			}
 			continue
 		}
-		if next < pr.First {
+		if next < 0 {
+			next = pr.First // kafka.FirstOffset: a group with no position yet
+		} else if next < pr.First {
 			log.Warn("records gone from the log before they were read; reading on from the oldest left", "topic", topic, "partition", p, "from", next, "to", pr.First)
 			next = pr.First
 		}

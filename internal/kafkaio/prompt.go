@@ -53,6 +53,13 @@ func (c Config) NewPromptWriter(m *Metrics, log *slog.Logger) *PromptWriter {
 	}
 }
 
+// SetBalancer makes every writer of w choose partitions with b (for a
+// writer that names each message's partition itself, a BalancerFunc
+// returning it). Call it before the first write.
+func (w *PromptWriter) SetBalancer(b kafka.Balancer) {
+	w.tiers[0].w.Balancer, w.tiers[1].w.Balancer, w.large.Balancer = b, b, b
+}
+
 // WriteMessages implements Writer.
 func (w *PromptWriter) WriteMessages(ctx context.Context, msgs ...kafka.Message) error {
 	for _, t := range w.tiers {

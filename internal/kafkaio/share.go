@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sort"
+	"slices"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -21,20 +21,42 @@ type ShareFunc func(ctx context.Context, generation int32, owned []int) error
 // Share splits n parts of some work (key shards, districts) among the
 // processes of a consumer group and runs f for every generation of the
 // group until ctx is done. The parts are the partitions of topic (without
-// the prefix), a coordination topic created with n partitions that carries
-// no messages: Kafka's group protocol does the membership, failure
-// detection and assignment, and each process keeps its own state of the
-// parts it is given, rebuilt by f at the start of each generation.
+// the prefix), created with n partitions when missing: Kafka's group
+// protocol does the membership, failure detection and assignment, and each
+// process keeps its own state of the parts it is given, rebuilt by f at
+// the start of each generation. Share reads none of the topic's messages:
+// it may be a coordination topic that carries none (the dispatchers'
+// districts) or one that f reads itself (the rules' repartition topic).
 func Share(ctx context.Context, kc Config, group, topic string, n int, log *slog.Logger, f ShareFunc) error {
 	if err := EnsureTopic(ctx, kc, topic, n); err != nil {
 		return err
 	}
-	full := kc.Topic(topic)
+	return Member(ctx, kc, group, kc.Topic(topic), log, func(ctx context.Context, gen *kafka.Generation, owned []kafka.PartitionAssignment) error {
+		ids := make([]int, len(owned))
+		for i, pa := range owned {
+			ids[i] = pa.ID
+		}
+		return f(ctx, gen.ID, ids)
+	})
+}
+
+// MemberFunc runs one generation of a Member: ctx ends when the
+// generation does, owned are the partitions assigned to this process
+// (sorted, each with the group's committed offset, or kafka.FirstOffset
+// where it has none), and gen commits offsets for them. The group does
+// not rebalance until it returns.
+type MemberFunc func(ctx context.Context, gen *kafka.Generation, owned []kafka.PartitionAssignment) error
+
+// Member makes this process a member of group on topic (a full name) and
+// runs f for every generation of the group until ctx is done, for a member
+// that reads its partitions itself (PartitionReader, Follow) and commits
+// through the generation. An error of f stops it.
+func Member(ctx context.Context, kc Config, group, topic string, log *slog.Logger, f MemberFunc) error {
 	cg, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
 		ID:                group,
 		Brokers:           kc.Brokers,
 		Dialer:            kc.Dialer(),
-		Topics:            []string{full},
+		Topics:            []string{topic},
 		HeartbeatInterval: kc.HeartbeatInterval,
 		SessionTimeout:    kc.SessionTimeout,
 		RebalanceTimeout:  kc.RebalanceTimeout,
@@ -60,11 +82,8 @@ func Share(ctx context.Context, kc Config, group, topic string, n int, log *slog
 			log.Warn("cannot join group yet; retrying", "group", group, "err", err)
 			continue
 		}
-		var owned []int
-		for _, pa := range gen.Assignments[full] {
-			owned = append(owned, pa.ID)
-		}
-		sort.Ints(owned)
+		owned := slices.Clone(gen.Assignments[topic])
+		slices.SortFunc(owned, func(a, b kafka.PartitionAssignment) int { return a.ID - b.ID })
 		if err := runGeneration(ctx, gen, owned, f); err != nil {
 			return err
 		}
@@ -76,7 +95,7 @@ func Share(ctx context.Context, kc Config, group, topic string, n int, log *slog
 
 // runGeneration runs f for gen and holds the group's next rebalance until
 // f has returned.
-func runGeneration(ctx context.Context, gen *kafka.Generation, owned []int, f ShareFunc) error {
+func runGeneration(ctx context.Context, gen *kafka.Generation, owned []kafka.PartitionAssignment, f MemberFunc) error {
 	gctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	released := make(chan struct{})
@@ -89,5 +108,5 @@ func runGeneration(ctx context.Context, gen *kafka.Generation, owned []int, f Sh
 		<-released
 	})
 	defer close(released)
-	return f(gctx, gen.ID, owned)
+	return f(gctx, gen, owned)
 }
