@@ -93,6 +93,7 @@ ingest:
   workers: %d
 rules:
   lateness: %s
+  shards: %d
 dispatch:
   accept_timeout: %s
 sink:

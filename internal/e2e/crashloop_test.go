@@ -34,6 +34,7 @@ var (
 	crashRace       = flag.Bool("crashloop.race", false, "build TestCrashLoop's role processes with the race detector")
 	crashKeep       = flag.String("crashloop.keep", "", "directory where TestCrashLoop leaves the roles' logs, truth.json, alerts.jsonl and dispatches.jsonl")
 	crashLateness   = flag.Duration("crashloop.lateness", rules.DefaultLateness, "the rules' allowed lateness in TestCrashLoop (see crashConfig)")
+	crashShards     = flag.Int("crashloop.shards", 0, "rules.shards of TestCrashLoop's rules process: 0 holds every key; N forwards the input to the repartition topic and evaluates its N shards")
 )
 
 const (
@@ -135,7 +136,7 @@ func TestCrashLoop(t *testing.T) {
 	files := map[string][]byte{
 		"hotlist.csv":   sc.HotlistCSV(),
 		"watchlist.csv": sc.WatchlistCSV(),
-		"config.yaml":   fmt.Appendf(nil, crashConfig, crashPartitions, crashSessionTimeout, crashRebalanceTimeout, crashWorkers, *crashLateness, crashAcceptTimeout, crashWorkers),
+		"config.yaml":   fmt.Appendf(nil, crashConfig, crashPartitions, crashSessionTimeout, crashRebalanceTimeout, crashWorkers, *crashLateness, *crashShards, crashAcceptTimeout, crashWorkers),
 	}
 	for name, b := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
@@ -222,8 +223,16 @@ func TestCrashLoop(t *testing.T) {
 		"citywatch-dispatch": {kafkaio.TopicAlerts},
 		"citywatch-sink":     {kafkaio.TopicEvents, kafkaio.TopicDLQ, kafkaio.TopicAlerts, kafkaio.TopicDispatches},
 	}
-	ghosts := newCrashGhostWatch(t, kc, groups, map[string]int{
-		"citywatch-ingest": crashWorkers, "citywatch-rules": 1, "citywatch-dispatch": 1, "citywatch-sink": crashWorkers})
+	members := map[string]int{
+		"citywatch-ingest": crashWorkers, "citywatch-rules": 1, "citywatch-dispatch": 1, "citywatch-sink": crashWorkers}
+	watched := maps.Clone(groups)
+	if *crashShards > 0 {
+		// The shards' group commits nothing (its lag is not a backlog),
+		// but a killed member lingers in it as in the others.
+		watched["citywatch-rules"+rules.ByKeyGroupSuffix] = []string{rules.TopicByKey}
+		members["citywatch-rules"+rules.ByKeyGroupSuffix] = 1
+	}
+	ghosts := newCrashGhostWatch(t, kc, watched, members)
 	defer ghosts.wait()
 
 	// The city in real time, 100 ms at a time; the kills and probes while
