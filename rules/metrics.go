@@ -27,6 +27,7 @@ type Metrics struct {
 	upstreamLag    prometheus.Gauge
 	stalled        prometheus.Gauge
 	shards         prometheus.Gauge
+	shardRecords   prometheus.Counter
 	restoreDropped prometheus.Counter
 	undecodable    prometheus.Counter
 }
@@ -103,13 +104,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "citywatch_rules_stalled_partitions",
 		Help: "Partitions of the raw topics (ingest's group) or of the events topic (another rules member) with messages that have not moved for a tick, or that still catch up after such a stall, or whose drained backlog the rules have not read yet; they hold the watermark at their first waiting message.",
 	})
+	m.shardRecords = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "citywatch_rules_shard_records_total",
+		Help: "Records of the rules' repartition topic this process's shards have read, forwarded events and markers, replays included.",
+	})
 	m.shards = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "citywatch_rules_shards_owned",
 		Help: "Shards of the rules' keys this process owns in a scaled-out rules role.",
 	})
 	reg.MustRegister(m.late, m.watermark, m.alerts, m.keys, m.bytes, m.open,
 		m.evicted, m.filterErrors, m.reloads, m.reloadOK, m.replayed, m.replaySkipped, m.restoreDropped, m.undecodable,
-		m.inputLag, m.upstreamLag, m.stalled, m.shards)
+		m.inputLag, m.upstreamLag, m.stalled, m.shards, m.shardRecords)
 	m.reloadOK.Set(1)
 	return m
 }

@@ -720,6 +720,7 @@ func (sh *shardRun) run(ctx context.Context) {
 	kafkaio.Follow(ctx, sh.r.kc, sh.r.byKeyTopic, sh.shard, sh.from, sh.r.log, func(m *kafka.Message) {
 		if sh.lag != nil {
 			sh.lag.Set(float64(m.HighWaterMark - m.Offset - 1))
+			sh.r.metrics.shardRecords.Inc()
 		}
 		sh.add(m)
 		if sh.replaying && m.Offset+1 >= sh.end {
@@ -798,9 +799,10 @@ func (sh *shardRun) add(m *kafka.Message) {
 	if least == math.MaxInt64 {
 		least = -1
 	}
-	now := sh.start
-	if !sh.replaying {
-		now = r.now()
+	clock := r.now()
+	now := clock
+	if sh.replaying {
+		now = sh.start // replayed input counts as arrived at the start
 	}
 	if marker {
 		sh.out = sh.eng.AdvanceStamped(now, least, sh.out[:0])
@@ -824,16 +826,17 @@ func (sh *shardRun) add(m *kafka.Message) {
 			}
 		}
 	}
-	if len(sh.out) == 0 && !r.now().After(sh.sizesAt.Add(r.tickEvery)) {
+	sizesDue := clock.After(sh.sizesAt.Add(r.tickEvery))
+	if len(sh.out) == 0 && !sizesDue {
 		return
 	}
 	r.mu.Lock()
 	if len(sh.out) > 0 {
 		r.queueCheckedLocked(&sh.check, sh.eng, now, sh.out)
 	}
-	if t := r.now(); t.After(sh.sizesAt.Add(r.tickEvery)) {
+	if sizesDue {
 		sh.eng.sizesInto(sh.sizes)
-		sh.sizesAt = t
+		sh.sizesAt = clock
 	}
 	r.mu.Unlock()
 	if len(sh.out) > 0 {

@@ -66,12 +66,6 @@ func loadtestRules(ctx context.Context, cfg Config, rate int, duration time.Dura
 	if err := rulesLatency(ctx, cfg, c, p, rate, duration, stdout, log); err != nil {
 		return err
 	}
-	if cfg.Rules.Shards > 0 {
-		// The throughput part times a start's replay of the backlog; a
-		// scaled-out role forwards the backlog live instead.
-		fmt.Fprintf(stdout, "throughput: skipped, rules.shards is %d (it times one process's replay of a backlog)\n", cfg.Rules.Shards)
-		return nil
-	}
 	return rulesThroughput(ctx, cfg, broker, c, p, n, span, stdout, log)
 }
 
@@ -364,12 +358,21 @@ func rulesThroughput(ctx context.Context, cfg Config, broker *kafkaio.Embedded, 
 		if err := broker.Empty(kc.Topic(kafkaio.TopicAlerts), kc.Partitions); err != nil {
 			return err
 		}
-		if err := readRules(ctx, cfg, c, p, &r, log); err != nil {
+		read := readRules
+		if cfg.Rules.Shards > 0 {
+			read = func(ctx context.Context, cfg Config, c *city.City, p *event.Pseudonymizer, r *throughputRound, log *slog.Logger) error {
+				return readRulesSharded(ctx, cfg, broker, c, p, r, i, log)
+			}
+		}
+		if err := read(ctx, cfg, c, p, &r, log); err != nil {
 			return err
 		}
 		res = append(res, r)
 	}
 	fmt.Fprintf(stdout, "throughput: %d normalised events through the broker, %d rounds, each the bare consumer then the rules role\n", n, len(res))
+	if cfg.Rules.Shards > 0 {
+		fmt.Fprintf(stdout, "  (scaled out: one process forwarding the backlog to %d shards and evaluating them all)\n", cfg.Rules.Shards)
+	}
 	for i, r := range res {
 		fmt.Fprintf(stdout, "  round %d: bare %.0f events/s (%.2f CPU-s), rules %.0f events/s (%.2f CPU-s): %.2f×\n", i+1,
 			float64(n)/r.bare.Seconds(), r.bareCPU.Seconds(), float64(n)/r.rules.Seconds(), r.rulesCPU.Seconds(), r.ratio())
@@ -453,6 +456,70 @@ func readRules(ctx context.Context, cfg Config, c *city.City, p *event.Pseudonym
 	r.rules, r.rulesCPU = time.Since(start), processCPU()-cpu0
 	r.alerts = sumSeries(reg, "citywatch_rules_alerts_total")
 	r.skipped = sumSeries(reg, "citywatch_rules_replay_skipped_total")
+	stop()
+	wg.Wait()
+	return rerr
+}
+
+// readRulesSharded is readRules for a scaled-out role (rules.shards): one
+// process, in groups of its own for the round, forwards the backlog to
+// the repartition topic (emptied first) and evaluates every shard. The
+// round ends when the forwarders have committed the whole backlog and the
+// shards have read every record forwarded.
+func readRulesSharded(ctx context.Context, cfg Config, broker *kafkaio.Embedded, c *city.City, p *event.Pseudonymizer, r *throughputRound, round int, log *slog.Logger) error {
+	kc := cfg.Kafka
+	cfg.Rules.Group = fmt.Sprintf("loadtest-rules-sharded-%d", round)
+	byKey := kc.Topic(rules.TopicByKey)
+	if err := kafkaio.EnsureTopic(ctx, kc, rules.TopicByKey, cfg.Rules.Shards); err != nil {
+		return err
+	}
+	if err := broker.Empty(byKey, cfg.Rules.Shards); err != nil {
+		return err
+	}
+	client := kc.Client()
+	before, err := kafkaio.EndOffsets(ctx, client, byKey)
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	km := kafkaio.NewMetrics(reg)
+	role, err := newRulesRole(cfg, c, p, reg, km, log)
+	if err != nil {
+		return err
+	}
+	rctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var rerr error
+	var wg sync.WaitGroup
+	wg.Add(1)
+	start, cpu0 := time.Now(), processCPU()
+	go func() { defer wg.Done(); rerr = role.Run(rctx) }()
+	for forwarded := int64(-1); rctx.Err() == nil; time.Sleep(5 * time.Millisecond) {
+		if time.Since(start) > 10*time.Minute {
+			stop()
+			wg.Wait()
+			return errors.New("the scaled-out rules role did not get through the events in 10 minutes")
+		}
+		if forwarded < 0 {
+			lag, err := kafkaio.TotalLag(rctx, client, cfg.Rules.Group, []string{kc.Topic(kafkaio.TopicEvents)})
+			if err != nil || lag > 0 {
+				continue
+			}
+			ends, err := kafkaio.EndOffsets(rctx, client, byKey)
+			if err != nil {
+				continue
+			}
+			forwarded = 0
+			for s, end := range ends {
+				forwarded += end - before[s]
+			}
+		}
+		if role.Ready(rctx) == nil && sumSeries(reg, "citywatch_rules_shard_records_total") >= float64(forwarded) {
+			break
+		}
+	}
+	r.rules, r.rulesCPU = time.Since(start), processCPU()-cpu0
+	r.alerts = sumSeries(reg, "citywatch_rules_alerts_total")
 	stop()
 	wg.Wait()
 	return rerr
