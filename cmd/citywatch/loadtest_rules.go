@@ -427,38 +427,11 @@ func readBare(ctx context.Context, kc kafkaio.Config, n int, group string) (wall
 // r's rules figures.
 func readRules(ctx context.Context, cfg Config, c *city.City, p *event.Pseudonymizer, r *throughputRound, log *slog.Logger) error {
 	kc := cfg.Kafka
-	reg := prometheus.NewRegistry()
-	km := kafkaio.NewMetrics(reg)
-	role, err := newRulesRole(cfg, c, p, reg, km, log)
-	if err != nil {
-		return err
-	}
-	if err := commitEnds(ctx, kc, role.Group(), kc.Topic(kafkaio.TopicEvents)); err != nil {
-		return err
-	}
-	rctx, stop := context.WithCancel(ctx)
-	defer stop()
-	var rerr error
-	var wg sync.WaitGroup
-	wg.Add(1)
-	start, cpu0 := time.Now(), processCPU()
-	go func() { defer wg.Done(); rerr = role.Run(rctx) }()
-	// Until the restore is over: the records older than every rule's look
-	// (a backlog spanning more than a day) are not read at all.
-	for role.Ready(rctx) != nil && rctx.Err() == nil {
-		if time.Since(start) > 10*time.Minute {
-			stop()
-			wg.Wait()
-			return errors.New("the rules role did not get through the events in 10 minutes")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	r.rules, r.rulesCPU = time.Since(start), processCPU()-cpu0
-	r.alerts = sumSeries(reg, "citywatch_rules_alerts_total")
-	r.skipped = sumSeries(reg, "citywatch_rules_replay_skipped_total")
-	stop()
-	wg.Wait()
-	return rerr
+	return timeRole(ctx, cfg, c, p, r, log,
+		func(role *rules.Role) error { return commitEnds(ctx, kc, role.Group(), kc.Topic(kafkaio.TopicEvents)) },
+		// Until the restore is over: the records older than every rule's
+		// look (a backlog spanning more than a day) are not read at all.
+		func(ctx context.Context, role *rules.Role, _ *prometheus.Registry) bool { return role.Ready(ctx) == nil })
 }
 
 // readRulesSharded is readRules for a scaled-out role (rules.shards): one
@@ -481,11 +454,41 @@ func readRulesSharded(ctx context.Context, cfg Config, broker *kafkaio.Embedded,
 	if err != nil {
 		return err
 	}
+	forwarded := int64(-1) // records forwarded, once the backlog is committed
+	return timeRole(ctx, cfg, c, p, r, log, nil, func(ctx context.Context, role *rules.Role, reg *prometheus.Registry) bool {
+		if forwarded < 0 {
+			lag, err := kafkaio.TotalLag(ctx, client, cfg.Rules.Group, []string{kc.Topic(kafkaio.TopicEvents)})
+			if err != nil || lag > 0 {
+				return false
+			}
+			ends, err := kafkaio.EndOffsets(ctx, client, byKey)
+			if err != nil {
+				return false
+			}
+			forwarded = 0
+			for s, end := range ends {
+				forwarded += end - before[s]
+			}
+		}
+		return role.Ready(ctx) == nil && sumSeries(reg, "citywatch_rules_shard_records_total") >= float64(forwarded)
+	})
+}
+
+// timeRole runs a rules role, after prepare (nil: nothing), until done
+// says it has got through the backlog (asked every 5 ms, 10 minutes at
+// most), and fills r's rules figures with its wall and CPU time.
+func timeRole(ctx context.Context, cfg Config, c *city.City, p *event.Pseudonymizer, r *throughputRound, log *slog.Logger,
+	prepare func(*rules.Role) error, done func(context.Context, *rules.Role, *prometheus.Registry) bool) error {
 	reg := prometheus.NewRegistry()
 	km := kafkaio.NewMetrics(reg)
 	role, err := newRulesRole(cfg, c, p, reg, km, log)
 	if err != nil {
 		return err
+	}
+	if prepare != nil {
+		if err := prepare(role); err != nil {
+			return err
+		}
 	}
 	rctx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -494,32 +497,17 @@ func readRulesSharded(ctx context.Context, cfg Config, broker *kafkaio.Embedded,
 	wg.Add(1)
 	start, cpu0 := time.Now(), processCPU()
 	go func() { defer wg.Done(); rerr = role.Run(rctx) }()
-	for forwarded := int64(-1); rctx.Err() == nil; time.Sleep(5 * time.Millisecond) {
+	for !done(rctx, role, reg) && rctx.Err() == nil {
 		if time.Since(start) > 10*time.Minute {
 			stop()
 			wg.Wait()
-			return errors.New("the scaled-out rules role did not get through the events in 10 minutes")
+			return errors.New("the rules role did not get through the events in 10 minutes")
 		}
-		if forwarded < 0 {
-			lag, err := kafkaio.TotalLag(rctx, client, cfg.Rules.Group, []string{kc.Topic(kafkaio.TopicEvents)})
-			if err != nil || lag > 0 {
-				continue
-			}
-			ends, err := kafkaio.EndOffsets(rctx, client, byKey)
-			if err != nil {
-				continue
-			}
-			forwarded = 0
-			for s, end := range ends {
-				forwarded += end - before[s]
-			}
-		}
-		if role.Ready(rctx) == nil && sumSeries(reg, "citywatch_rules_shard_records_total") >= float64(forwarded) {
-			break
-		}
+		time.Sleep(5 * time.Millisecond)
 	}
 	r.rules, r.rulesCPU = time.Since(start), processCPU()-cpu0
 	r.alerts = sumSeries(reg, "citywatch_rules_alerts_total")
+	r.skipped = sumSeries(reg, "citywatch_rules_replay_skipped_total")
 	stop()
 	wg.Wait()
 	return rerr
