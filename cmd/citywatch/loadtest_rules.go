@@ -431,7 +431,9 @@ func readRules(ctx context.Context, cfg Config, c *city.City, p *event.Pseudonym
 		func(role *rules.Role) error { return commitEnds(ctx, kc, role.Group(), kc.Topic(kafkaio.TopicEvents)) },
 		// Until the restore is over: the records older than every rule's
 		// look (a backlog spanning more than a day) are not read at all.
-		func(ctx context.Context, role *rules.Role, _ *prometheus.Registry) bool { return role.Ready(ctx) == nil })
+		func(ctx context.Context, role *rules.Role, _ *prometheus.Registry) bool {
+			return role.Ready(ctx) == nil
+		})
 }
 
 // readRulesSharded is readRules for a scaled-out role (rules.shards): one
