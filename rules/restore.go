@@ -358,10 +358,7 @@ func (r *Role) replay(ctx context.Context, start time.Time) (int, time.Time, err
 		// upstream catching up has not filled yet holds the rest of the
 		// replay back, so that its events, delivered after the restore,
 		// are not late.
-		t := e.ev.Time
-		if !e.recv.IsZero() && e.recv.Before(t) {
-			t = e.recv
-		}
+		t := clockTime(e.ev.Time, e.recv)
 		// Within a partition the replay meets the input in the order
 		// ingest wrote it, and ingest drains a backlog partition after
 		// partition: an event that waited upstream while the rules were

@@ -769,10 +769,7 @@ func (h *handler) Add(m *kafka.Message) {
 	now := r.now()
 	r.mu.Lock()
 	r.readLocked(m.Partition, m.Offset)
-	t := h.ev.Time
-	if !m.Time.IsZero() && m.Time.Before(t) {
-		t = m.Time // a clock ahead of the receipt (see Engine.ProcessReceived)
-	}
+	t := clockTime(h.ev.Time, m.Time)
 	r.catchUp.resume(now)
 	r.catchUp.observe(m.Partition, t.UnixMilli(), now)
 	r.eng.Hold(r.holdLocked(now))
@@ -781,6 +778,16 @@ func (h *handler) Add(m *kafka.Message) {
 		r.queueLocked(now, r.scratch)
 	}
 	r.mu.Unlock()
+}
+
+// clockTime is the time an event received at received (its record time;
+// zero: unknown) moves the clock to: its own time, or its receipt when
+// its device's clock runs ahead (see Engine.ProcessReceived).
+func clockTime(t, received time.Time) time.Time {
+	if !received.IsZero() && received.Before(t) {
+		return received
+	}
+	return t
 }
 
 // skipUndecodable counts, logs and passes over a message of the events
